@@ -1,0 +1,340 @@
+package stepup
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/go-webauthn/webauthn/protocol"
+	"github.com/go-webauthn/webauthn/webauthn"
+)
+
+// maxVerifyBody is the largest verify request body accepted. A browser's
+// toJSON() of an ES256 or RS256 assertion is well under 4 KiB.
+const maxVerifyBody = 64 << 10
+
+// OptionsHandler starts a step-up ceremony. Mount it at
+// POST /api/reauth/options.
+//
+// It answers 200 with the PublicKeyCredentialRequestOptionsJSON that
+// PublicKeyCredential.parseRequestOptionsFromJSON() takes: a fresh challenge,
+// the relying party ID, userVerification "required", a timeout of
+// ChallengeTTL, and allowCredentials listing exactly the signed-in user's
+// passkeys with their transports. It never answers with an empty
+// allowCredentials (that would let any passkey on the device answer); a user
+// without passkeys gets 409 no_credentials. The challenge is kept in the
+// step-up session, bound to the user and to its expiry, with at most two
+// older pending ones.
+func (s *StepUp) OptionsHandler() http.Handler {
+	return http.HandlerFunc(s.serveOptions)
+}
+
+// VerifyHandler finishes a step-up ceremony. Mount it at
+// POST /api/reauth/verify. The body is the JSON of
+// PublicKeyCredential.toJSON() for the assertion.
+//
+// In order, it checks the method and origin of the request, the signed-in
+// user, the body, the pending challenge (consumed whatever the outcome), that
+// some user has the credential (404 only when none has), the assertion
+// itself with go-webauthn (signature, challenge, origin, RP ID, user presence
+// and verification, backup flags, sign counter), and finally that the
+// credential belongs to the signed-in user (403 if not). Only then does it
+// record the grant. See the package documentation for the statuses.
+func (s *StepUp) VerifyHandler() http.Handler {
+	return http.HandlerFunc(s.serveVerify)
+}
+
+// ceremonyPreflight runs the checks both ceremony handlers start with and
+// returns the signed-in user, or writes the refusal and returns false.
+func (s *StepUp) ceremonyPreflight(w http.ResponseWriter, r *http.Request) (webauthn.User, []byte, bool) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, errMethod)
+		return nil, nil, false
+	}
+	if err := s.crossOrigin.Check(r); err != nil {
+		s.event(r, slog.LevelWarn, "stepup.cross_origin_refused", slog.String("origin", r.Header.Get("Origin")))
+		writeError(w, errCrossOrigin)
+		return nil, nil, false
+	}
+	return s.currentUser(w, r)
+}
+
+// currentUser asks the application for the signed-in user. It writes 401 when
+// nobody is signed in and 500 when the application fails or returns a user
+// without a valid handle.
+func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (webauthn.User, []byte, bool) {
+	user, err := s.users.CurrentUser(r)
+	switch {
+	case errors.Is(err, ErrNoActiveSession):
+		writeError(w, errNoSession)
+		return nil, nil, false
+	case err != nil:
+		s.event(r, slog.LevelError, "stepup.user_store_failed", errAttr(err))
+		writeError(w, errInternal)
+		return nil, nil, false
+	case user == nil:
+		s.event(r, slog.LevelError, "stepup.user_store_failed", slog.String("cause", "CurrentUser returned a nil user and no error"))
+		writeError(w, errInternal)
+		return nil, nil, false
+	}
+	id := user.WebAuthnID()
+	if len(id) == 0 || len(id) > maxHandleLen {
+		s.event(r, slog.LevelError, "stepup.user_store_failed", slog.String("cause", "user handle must be 1 to 64 bytes"))
+		writeError(w, errInternal)
+		return nil, nil, false
+	}
+	return user, id, true
+}
+
+func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
+	user, uid, ok := s.ceremonyPreflight(w, r)
+	if !ok {
+		return
+	}
+	if len(user.WebAuthnCredentials()) == 0 {
+		writeError(w, errNoCreds)
+		return
+	}
+	assertion, _, err := s.wa.BeginLogin(user,
+		webauthn.WithUserVerification(protocol.VerificationRequired),
+		s.withTimeout,
+	)
+	if err != nil {
+		s.event(r, slog.LevelError, "stepup.options_failed", errAttr(err))
+		writeError(w, errInternal)
+		return
+	}
+	opts := assertion.Response
+	if len(opts.AllowedCredentials) == 0 || opts.UserVerification != protocol.VerificationRequired {
+		// BeginLogin builds the list from the same credentials; this is the
+		// last line against a discoverable (anyone's passkey) ceremony.
+		s.event(r, slog.LevelError, "stepup.options_failed", slog.String("cause", "unconstrained request options"))
+		writeError(w, errInternal)
+		return
+	}
+
+	now := s.now()
+	sess := s.session(r)
+	ps := livePending(readPending(sess), now)
+	ps = append(ps, pending{
+		expires:   now.Add(s.ttl).Unix(),
+		challenge: opts.Challenge,
+		user:      uid,
+	})
+	if len(ps) > maxPending {
+		ps = ps[len(ps)-maxPending:]
+	}
+	writePending(sess, ps)
+	if err := s.save(w, r, sess); err != nil {
+		s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err))
+		writeError(w, errInternal)
+		return
+	}
+	writeJSON(w, http.StatusOK, opts)
+}
+
+// withTimeout is a login option that sets the browser's timeout to the
+// challenge lifetime, so the prompt closes when the challenge expires.
+func (s *StepUp) withTimeout(o *protocol.PublicKeyCredentialRequestOptions) error {
+	o.Timeout = int(s.ttl.Milliseconds())
+	return nil
+}
+
+// livePending drops the entries that have expired by now.
+func livePending(ps []pending, now time.Time) []pending {
+	live := ps[:0]
+	for _, p := range ps {
+		if p.expires >= now.Unix() {
+			live = append(live, p)
+		}
+	}
+	return live
+}
+
+// verifyResult is the body of a successful verify.
+type verifyResult struct {
+	Status            string `json:"status"`
+	ReauthenticatedAt string `json:"reauthenticated_at"`
+}
+
+func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
+	_, uid, ok := s.ceremonyPreflight(w, r)
+	if !ok {
+		return
+	}
+	sess := s.session(r)
+	ps := readPending(sess)
+
+	// fail refuses the attempt. Every failed attempt clears the session's
+	// pending challenges, so a challenge answers at most once; the grant, if
+	// any, is left as it was.
+	fail := func(e apiError, level slog.Level, cause string, attrs ...slog.Attr) {
+		if len(ps) > 0 {
+			writePending(sess, nil)
+			if err := s.save(w, r, sess); err != nil {
+				s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err))
+			}
+		}
+		attrs = append(attrs, slog.String("reason", e.code), userAttr(uid))
+		if cause != "" {
+			attrs = append(attrs, slog.String("cause", cause))
+		}
+		s.event(r, level, "stepup.reauth_failed", attrs...)
+		writeError(w, e)
+	}
+
+	body, e := readVerifyBody(w, r)
+	if e != nil {
+		fail(*e, slog.LevelInfo, "")
+		return
+	}
+	parsed, err := protocol.ParseCredentialRequestResponseBytes(body)
+	if err != nil {
+		fail(errBadRequest, slog.LevelInfo, describe(err))
+		return
+	}
+
+	// The challenge the client signed names the ceremony it answers.
+	now := s.now()
+	challenge, err := base64.RawURLEncoding.DecodeString(parsed.Response.CollectedClientData.Challenge)
+	i := -1
+	if err == nil {
+		i = findPending(ps, challenge)
+	}
+	if i < 0 {
+		fail(errExpired, slog.LevelInfo, "no pending challenge matches")
+		return
+	}
+	p := ps[i]
+	if !bytes.Equal(p.user, uid) {
+		fail(errExpired, slog.LevelWarn, "challenge was issued to another user")
+		return
+	}
+	if p.expires < now.Unix() {
+		fail(errExpired, slog.LevelInfo, "challenge expired")
+		return
+	}
+	credAttr := slog.String("credential_id", base64.RawURLEncoding.EncodeToString(parsed.RawID))
+
+	cred, owner, err := s.users.CredentialByID(r.Context(), parsed.RawID)
+	switch {
+	case errors.Is(err, ErrUnknownCredential):
+		fail(errUnknownCred, slog.LevelInfo, "", credAttr)
+		return
+	case err != nil:
+		// Never a 404 here: the browser would delete the user's passkey.
+		fail(errInternal, slog.LevelError, "CredentialByID: "+err.Error(), credAttr)
+		return
+	case !bytes.Equal(cred.ID, parsed.RawID) || len(owner) == 0:
+		fail(errInternal, slog.LevelError, "CredentialByID returned another credential or no owner", credAttr)
+		return
+	}
+
+	// Verify against the owner's stored public key. The user verification
+	// requirement is set here, not taken from the request: go-webauthn only
+	// enforces UV when the session data says "required".
+	data := webauthn.SessionData{
+		Challenge:        base64.RawURLEncoding.EncodeToString(p.challenge),
+		RelyingPartyID:   s.wa.Config.RPID,
+		UserID:           owner,
+		UserVerification: protocol.VerificationRequired,
+	}
+	updated, err := s.wa.ValidateLogin(credentialOwner{id: owner, cred: cred}, data, parsed)
+	if err != nil {
+		fail(errVerifyFailed, slog.LevelWarn, describe(err), credAttr)
+		return
+	}
+	// go-webauthn only flags a counter that does not advance; refuse it.
+	if got, had := parsed.Response.AuthenticatorData.Counter, cred.Authenticator.SignCount; got <= had && (got != 0 || had != 0) {
+		fail(errVerifyFailed, slog.LevelWarn, "sign counter did not advance (possible cloned authenticator)", credAttr)
+		return
+	}
+
+	// Ownership, after the signature verified.
+	if !bytes.Equal(owner, uid) || (len(parsed.Response.UserHandle) > 0 && !bytes.Equal(parsed.Response.UserHandle, uid)) {
+		fail(errNotOwned, slog.LevelWarn, "", credAttr, slog.String("owner", b64(owner)))
+		return
+	}
+
+	if err := s.users.UpdateCredential(r.Context(), owner, *updated); err != nil {
+		fail(errInternal, slog.LevelError, "UpdateCredential: "+err.Error(), credAttr)
+		return
+	}
+
+	at := now.Unix()
+	sess.Values[keyGrant] = encodeGrant(grant{at: at, user: uid})
+	writePending(sess, append(ps[:i:i], ps[i+1:]...))
+	if err := s.save(w, r, sess); err != nil {
+		s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err), userAttr(uid))
+		writeError(w, errInternal)
+		return
+	}
+	s.event(r, slog.LevelInfo, "stepup.reauth_succeeded", userAttr(uid), credAttr)
+	writeJSON(w, http.StatusOK, verifyResult{
+		Status:            "ok",
+		ReauthenticatedAt: time.Unix(at, 0).UTC().Format(time.RFC3339),
+	})
+}
+
+// readVerifyBody returns the request body, or the refusal for a body that is
+// not JSON or is too large.
+func readVerifyBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return nil, &errBadRequest
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxVerifyBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &errTooLarge
+		}
+		return nil, &errBadRequest
+	}
+	return body, nil
+}
+
+// findPending returns the index of the pending ceremony with challenge, or -1.
+func findPending(ps []pending, challenge []byte) int {
+	for i, p := range ps {
+		if subtle.ConstantTimeCompare(p.challenge, challenge) == 1 {
+			return i
+		}
+	}
+	return -1
+}
+
+// describe turns a go-webauthn error into a log line. A *protocol.Error's
+// DevInfo tells apart failures whose Details read alike (missing UV, missing
+// UP, wrong RP ID); it may hold expected values, so it goes to the log only.
+func describe(err error) string {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		if pe.DevInfo != "" {
+			return pe.Type + ": " + pe.Details + " (" + pe.DevInfo + ")"
+		}
+		return pe.Type + ": " + pe.Details
+	}
+	return err.Error()
+}
+
+// credentialOwner is the webauthn.User that go-webauthn verifies against: the
+// owner of the presented credential, with that one credential.
+type credentialOwner struct {
+	id   []byte
+	cred webauthn.Credential
+}
+
+func (o credentialOwner) WebAuthnID() []byte          { return o.id }
+func (o credentialOwner) WebAuthnName() string        { return "" }
+func (o credentialOwner) WebAuthnDisplayName() string { return "" }
+func (o credentialOwner) WebAuthnCredentials() []webauthn.Credential {
+	return []webauthn.Credential{o.cred}
+}

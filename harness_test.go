@@ -1,0 +1,440 @@
+package stepup_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+
+	"github.com/passkey-stepup/stepup"
+	"github.com/passkey-stepup/stepup/stepuptest"
+)
+
+// The test relying party. The origin is what the software authenticator
+// writes into client data; it need not be the test server's address.
+const (
+	testRPID   = "app.example"
+	testOrigin = "https://app.example"
+	gateMaxAge = 5 * time.Minute
+)
+
+// clock is a fake Now: tests move it, nothing sleeps.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c *clock) AdvanceSeconds(s int64)  { c.Advance(time.Duration(s) * time.Second) }
+
+// testUser is the application's user.
+type testUser struct {
+	handle []byte
+	name   string
+	creds  []webauthn.Credential
+}
+
+func (u *testUser) WebAuthnID() []byte                         { return u.handle }
+func (u *testUser) WebAuthnName() string                       { return u.name }
+func (u *testUser) WebAuthnDisplayName() string                { return u.name }
+func (u *testUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
+
+// users is an in-memory UserStore whose sign-in session is a plain "uid"
+// cookie (the application's own session, not stepup's), with switches to
+// make each method fail.
+type users struct {
+	mu     sync.Mutex
+	byName map[string]*testUser
+
+	failCurrent, failLookup, failUpdate atomic.Bool
+}
+
+var errDown = errors.New("database is down")
+
+func (s *users) add(name string, creds ...webauthn.Credential) *testUser {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := &testUser{handle: []byte("handle-" + name), name: name, creds: creds}
+	s.byName[name] = u
+	return u
+}
+
+func (s *users) CurrentUser(r *http.Request) (webauthn.User, error) {
+	if s.failCurrent.Load() {
+		return nil, errDown
+	}
+	c, err := r.Cookie("uid")
+	if err != nil {
+		return nil, stepup.ErrNoActiveSession
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.byName[c.Value]
+	if !ok {
+		return nil, stepup.ErrNoActiveSession
+	}
+	cp := *u
+	cp.creds = append([]webauthn.Credential(nil), u.creds...)
+	return &cp, nil
+}
+
+func (s *users) CredentialByID(_ context.Context, id []byte) (webauthn.Credential, []byte, error) {
+	if s.failLookup.Load() {
+		return webauthn.Credential{}, nil, errDown
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.byName {
+		for _, c := range u.creds {
+			if bytes.Equal(c.ID, id) {
+				return c, u.handle, nil
+			}
+		}
+	}
+	return webauthn.Credential{}, nil, stepup.ErrUnknownCredential
+}
+
+func (s *users) UpdateCredential(_ context.Context, owner []byte, cred webauthn.Credential) error {
+	if s.failUpdate.Load() {
+		return errDown
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.byName {
+		if !bytes.Equal(u.handle, owner) {
+			continue
+		}
+		for i := range u.creds {
+			if bytes.Equal(u.creds[i].ID, cred.ID) {
+				u.creds[i] = cred
+				return nil
+			}
+		}
+	}
+	return errors.New("no such credential")
+}
+
+func (s *users) signCount(name string) uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byName[name].creds[0].Authenticator.SignCount
+}
+
+// removeCredentials deletes a user's passkeys on the server.
+func (s *users) removeCredentials(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byName[name].creds = nil
+}
+
+// faultyStore is a real CookieStore whose Save can be made to fail and whose
+// keys can be replaced while the server runs.
+type faultyStore struct {
+	cs       atomic.Pointer[sessions.CookieStore]
+	failSave atomic.Bool
+}
+
+func newFaultyStore(keyPairs ...[]byte) *faultyStore {
+	f := &faultyStore{}
+	f.cs.Store(sessions.NewCookieStore(keyPairs...))
+	return f
+}
+
+func (f *faultyStore) Get(r *http.Request, name string) (*sessions.Session, error) {
+	return sessions.GetRegistry(r).Get(f, name)
+}
+
+// New is CookieStore.New with f as the session's store, so that Save goes
+// through f.
+func (f *faultyStore) New(r *http.Request, name string) (*sessions.Session, error) {
+	cs := f.cs.Load()
+	s := sessions.NewSession(f, name)
+	opts := *cs.Options
+	s.Options = &opts
+	s.IsNew = true
+	c, err := r.Cookie(name)
+	if err != nil {
+		return s, nil
+	}
+	if err := securecookie.DecodeMulti(name, c.Value, &s.Values, cs.Codecs...); err != nil {
+		return s, err
+	}
+	s.IsNew = false
+	return s, nil
+}
+
+func (f *faultyStore) Save(r *http.Request, w http.ResponseWriter, s *sessions.Session) error {
+	if f.failSave.Load() {
+		return errors.New("session store unavailable")
+	}
+	return f.cs.Load().Save(r, w, s)
+}
+
+// harness is a running application: stepup mounted on a real server, a real
+// cookie store, users alice and bob each with a passkey on one shared
+// software authenticator (one device), a fake clock and a log buffer.
+type harness struct {
+	t       *testing.T
+	srv     *httptest.Server
+	su      *stepup.StepUp
+	clock   *clock
+	users   *users
+	store   *faultyStore
+	auth    *stepuptest.Authenticator
+	log     *syncBuffer
+	handled atomic.Int64 // calls that reached the gated handler
+}
+
+type harnessOption func(*stepup.Config)
+
+func newHarness(t *testing.T, opts ...harnessOption) *harness {
+	t.Helper()
+	wa, err := webauthn.New(&webauthn.Config{
+		RPID:          testRPID,
+		RPDisplayName: "Test",
+		RPOrigins:     []string{testOrigin},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{
+		t:     t,
+		clock: newClock(),
+		users: &users{byName: map[string]*testUser{}},
+		store: newFaultyStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)),
+		auth:  stepuptest.New(testOrigin),
+		log:   &syncBuffer{},
+	}
+	for _, name := range []string{"alice", "bob"} {
+		u := h.users.add(name)
+		u.creds = []webauthn.Credential{h.auth.Register(testRPID, u.handle)}
+	}
+	cfg := stepup.Config{
+		WebAuthn: wa,
+		Store:    h.store,
+		Users:    h.users,
+		Now:      h.clock.Now,
+		Logger:   slog.New(slog.NewJSONHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	h.su, err = stepup.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/reauth/verify", h.su.VerifyHandler())
+	mux.Handle("/api/reauth/options", h.su.OptionsHandler())
+	sensitive := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.handled.Add(1)
+		io.WriteString(w, "done")
+	})
+	mux.Handle("/sensitive", h.su.RequireRecentReauth(gateMaxAge)(sensitive))
+	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
+		if err := h.su.Revoke(w, r); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	})
+	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
+		if at, ok := h.su.LastReauth(r); ok {
+			io.WriteString(w, at.UTC().Format(time.RFC3339))
+		}
+	})
+	h.srv = httptest.NewServer(mux)
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// client returns a browser-like client with its own cookie jar, signed in
+// as name ("" for nobody).
+func (h *harness) client(name string) *http.Client {
+	h.t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if name != "" {
+		h.signIn(c, name)
+	}
+	return c
+}
+
+// signIn replaces the application's sign-in cookie; stepup's cookie stays.
+func (h *harness) signIn(c *http.Client, name string) {
+	u, _ := url.Parse(h.srv.URL)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "uid", Value: name, Path: "/"}})
+}
+
+func (h *harness) ctx() context.Context { return h.t.Context() }
+
+// reauth runs a full ceremony and fails the test unless it is granted.
+func (h *harness) reauth(c *http.Client, opts ...stepuptest.Option) {
+	h.t.Helper()
+	if err := h.auth.Reauthenticate(h.ctx(), c, h.srv.URL, opts...); err != nil {
+		h.t.Fatalf("reauthenticate: %v", err)
+	}
+}
+
+// options fetches request options and fails the test unless it gets them.
+func (h *harness) options(c *http.Client) []byte {
+	h.t.Helper()
+	o, err := stepuptest.Options(h.ctx(), c, h.srv.URL+"/api/reauth/options")
+	if err != nil {
+		h.t.Fatalf("options: %v", err)
+	}
+	return o
+}
+
+// assert signs options with the shared authenticator.
+func (h *harness) assert(options []byte, opts ...stepuptest.Option) []byte {
+	h.t.Helper()
+	a, err := h.auth.Get(options, opts...)
+	if err != nil {
+		h.t.Fatalf("authenticator: %v", err)
+	}
+	return a
+}
+
+// response is a decoded answer.
+type response struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func (r response) code() string { s, _ := r.body["error"].(string); return s }
+
+func (h *harness) do(c *http.Client, method, path string, body []byte, header http.Header) response {
+	h.t.Helper()
+	req, err := http.NewRequestWithContext(h.ctx(), method, h.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := response{status: resp.StatusCode, header: resp.Header, raw: string(b)}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+		if err := json.Unmarshal(b, &out.body); err != nil {
+			h.t.Fatalf("%s %s: invalid JSON %q: %v", method, path, b, err)
+		}
+	}
+	return out
+}
+
+var jsonHeader = http.Header{"Content-Type": {"application/json"}}
+
+func (h *harness) verify(c *http.Client, assertion []byte) response {
+	h.t.Helper()
+	return h.do(c, http.MethodPost, "/api/reauth/verify", assertion, jsonHeader)
+}
+
+// gate requests the gated route and returns the answer.
+func (h *harness) gate(c *http.Client) response {
+	h.t.Helper()
+	return h.do(c, http.MethodPost, "/sensitive", nil, nil)
+}
+
+// expectNoGrant checks that c holds no grant: the gate refuses with 403 and
+// the wrapped handler is not reached.
+func (h *harness) expectNoGrant(c *http.Client) {
+	h.t.Helper()
+	before := h.handled.Load()
+	if r := h.gate(c); r.status != http.StatusForbidden || r.code() != "reauthentication_required" {
+		h.t.Fatalf("gate: got %d %s, want 403 reauthentication_required (a grant was given)", r.status, r.raw)
+	}
+	if h.handled.Load() != before {
+		h.t.Fatal("gate called the wrapped handler on a refusal")
+	}
+}
+
+// expectGrant checks that the gate lets c through.
+func (h *harness) expectGrant(c *http.Client) {
+	h.t.Helper()
+	before := h.handled.Load()
+	if r := h.gate(c); r.status != http.StatusOK || r.raw != "done" {
+		h.t.Fatalf("gate: got %d %s, want 200 done", r.status, r.raw)
+	}
+	if h.handled.Load() != before+1 {
+		h.t.Fatal("gate passed without calling the wrapped handler once")
+	}
+}
+
+// expectError checks a refusal's status, code, JSON type and no-store.
+func expectError(t *testing.T, r response, status int, code string) {
+	t.Helper()
+	if r.status != status || r.code() != code {
+		t.Fatalf("got %d %s, want %d %s", r.status, r.raw, status, code)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
+		t.Errorf("Cache-Control %q, want no-store", cc)
+	}
+	if m, _ := r.body["message"].(string); m == "" {
+		t.Error("error body has no message")
+	}
+	if strings.Contains(r.raw, "debug") || strings.Contains(r.raw, "Error validating") {
+		t.Errorf("error body leaks verifier internals: %s", r.raw)
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent handlers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// events returns the logged records whose msg is name.
+func (s *syncBuffer) events(name string) []map[string]any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []map[string]any
+	for _, line := range bytes.Split(s.b.Bytes(), []byte("\n")) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) == nil && rec["msg"] == name {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,72 @@
+package stepup
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+)
+
+// Error codes of the HTTP contract, sent as {"error": code, "message": ...}.
+// The codes are stable; the messages are fixed, short and for people.
+const (
+	CodeMethodNotAllowed         = "method_not_allowed"
+	CodeCrossOriginRequest       = "cross_origin_request"
+	CodeNoActiveSession          = "no_active_session"
+	CodeInternalError            = "internal_error"
+	CodeNoCredentials            = "no_credentials"
+	CodeInvalidRequest           = "invalid_request"
+	CodeRequestTooLarge          = "request_too_large"
+	CodeChallengeExpired         = "challenge_expired"
+	CodeUnknownCredential        = "unknown_credential"
+	CodeVerificationFailed       = "verification_failed"
+	CodeCredentialNotOwned       = "credential_not_owned"
+	CodeReauthenticationRequired = "reauthentication_required"
+)
+
+// apiError is a refusal: the status and code the client sees. The cause,
+// when there is one, goes to the log only.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+var (
+	errMethod       = apiError{http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Use POST."}
+	errCrossOrigin  = apiError{http.StatusForbidden, CodeCrossOriginRequest, "Cross-origin requests are not allowed."}
+	errNoSession    = apiError{http.StatusUnauthorized, CodeNoActiveSession, "Sign in first."}
+	errInternal     = apiError{http.StatusInternalServerError, CodeInternalError, "Something went wrong on our side. Try again."}
+	errNoCreds      = apiError{http.StatusConflict, CodeNoCredentials, "This account has no passkey to confirm with."}
+	errBadRequest   = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request is not a passkey assertion."}
+	errTooLarge     = apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "The request body is too large."}
+	errExpired      = apiError{http.StatusBadRequest, CodeChallengeExpired, "The confirmation expired or was already used. Start again."}
+	errUnknownCred  = apiError{http.StatusNotFound, CodeUnknownCredential, "This passkey is not registered here."}
+	errVerifyFailed = apiError{http.StatusBadRequest, CodeVerificationFailed, "The passkey could not be verified."}
+	errNotOwned     = apiError{http.StatusForbidden, CodeCredentialNotOwned, "Credential does not belong to the active user."}
+	errReauthNeeded = apiError{http.StatusForbidden, CodeReauthenticationRequired, "Confirm it's you to continue."}
+)
+
+// writeJSON sends v as JSON with status. Every answer of stepup refuses or
+// grants something, so none may be cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+type errorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+	MaxAge  *int64 `json:"max_age,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, e apiError) {
+	writeJSON(w, e.status, errorBody{Error: e.code, Message: e.message})
+}
+
+const levelDebug = slog.LevelDebug
+
+func errAttr(err error) slog.Attr { return slog.String("cause", err.Error()) }

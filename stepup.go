@@ -1,0 +1,156 @@
+package stepup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/sessions"
+)
+
+// ErrNoActiveSession is what a [UserStore]'s CurrentUser wraps when the
+// request has no signed-in user. stepup answers such a request with
+// 401 no_active_session.
+var ErrNoActiveSession = errors.New("stepup: no active session")
+
+// ErrUnknownCredential is what a [UserStore]'s CredentialByID wraps when no
+// user at all has the credential. Only this error makes the verify handler
+// answer 404 unknown_credential, which tells the browser it may delete the
+// passkey; any other error is a 500.
+var ErrUnknownCredential = errors.New("stepup: unknown credential")
+
+// ErrInvalidConfig is wrapped by the error [New] returns for a missing or
+// invalid [Config] field.
+var ErrInvalidConfig = errors.New("stepup: invalid config")
+
+// UserStore is the application's side: its sign-in session and its passkey
+// table. stepup never creates users or credentials; it asks the application.
+type UserStore interface {
+	// CurrentUser returns the signed-in user of r. An error wrapping
+	// ErrNoActiveSession means nobody is signed in; any other error is an
+	// internal failure.
+	CurrentUser(r *http.Request) (webauthn.User, error)
+	// CredentialByID finds a stored credential by raw ID across ALL users and
+	// returns it with the user handle (WebAuthnID) of its owner, or an error
+	// wrapping ErrUnknownCredential.
+	CredentialByID(ctx context.Context, id []byte) (cred webauthn.Credential, ownerHandle []byte, err error)
+	// UpdateCredential persists a credential after a successful assertion
+	// (sign count, flags).
+	UpdateCredential(ctx context.Context, ownerHandle []byte, cred webauthn.Credential) error
+}
+
+// Config configures a [StepUp]. WebAuthn, Store and Users are required; every
+// other field has the default its comment gives.
+type Config struct {
+	// WebAuthn is the relying party: its RPID and RPOrigins decide which
+	// assertions verify. Required.
+	WebAuthn *webauthn.WebAuthn
+	// Store keeps the step-up session: pending challenges and the grant.
+	// Required. Its cookie options are used, except that the step-up cookie
+	// is always HttpOnly and SameSite=Lax (Strict is kept if set).
+	Store sessions.Store
+	// Users is the application's sign-in session and passkey table. Required.
+	Users UserStore
+	// SessionName is the name of the step-up session (the cookie name for a
+	// cookie store). Default "stepup".
+	SessionName string
+	// ChallengeTTL is how long a started ceremony stays valid; it is also the
+	// timeout sent to the browser. Default 2 minutes.
+	ChallengeTTL time.Duration
+	// Now returns the current time; every time decision uses it. Default
+	// time.Now.
+	Now func() time.Time
+	// ReauthURL, when set, is where the gate sends a refused browser
+	// navigation (GET or HEAD accepting text/html) with a 303 and a
+	// return_to query parameter. It must be a path on this site, such as
+	// "/reauth". Default: no redirect; the gate answers 403 JSON.
+	ReauthURL string
+	// Logger receives security events (see the package documentation).
+	// Default: events are discarded.
+	Logger *slog.Logger
+}
+
+// Defaults used by [New] for zero [Config] fields.
+const (
+	DefaultSessionName  = "stepup"
+	DefaultChallengeTTL = 2 * time.Minute
+)
+
+// maxPending is how many started ceremonies a session keeps, so that two or
+// three tabs can each finish theirs.
+const maxPending = 3
+
+// futureSkew is how far in the future a grant's timestamp may lie (clock
+// skew between instances) before it is treated as stale.
+const futureSkew = 5 * time.Second
+
+// StepUp is the configured step-up middleware and its ceremony handlers. It
+// is safe for concurrent use. Create it with [New].
+type StepUp struct {
+	wa          *webauthn.WebAuthn
+	store       sessions.Store
+	users       UserStore
+	name        string
+	ttl         time.Duration
+	now         func() time.Time
+	reauthURL   *url.URL
+	log         *slog.Logger
+	crossOrigin *http.CrossOriginProtection
+}
+
+// New validates cfg, fills in its defaults and returns a ready [StepUp]. It
+// returns an error wrapping [ErrInvalidConfig] when a required field is
+// missing or a field is invalid.
+func New(cfg Config) (*StepUp, error) {
+	switch {
+	case cfg.WebAuthn == nil:
+		return nil, fmt.Errorf("%w: WebAuthn is required", ErrInvalidConfig)
+	case cfg.Store == nil:
+		return nil, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
+	case cfg.Users == nil:
+		return nil, fmt.Errorf("%w: Users is required", ErrInvalidConfig)
+	case cfg.ChallengeTTL < 0:
+		return nil, fmt.Errorf("%w: ChallengeTTL must not be negative", ErrInvalidConfig)
+	}
+	if cfg.WebAuthn.Config == nil || cfg.WebAuthn.Config.RPID == "" {
+		return nil, fmt.Errorf("%w: WebAuthn has no relying party ID", ErrInvalidConfig)
+	}
+	s := &StepUp{
+		wa:          cfg.WebAuthn,
+		store:       cfg.Store,
+		users:       cfg.Users,
+		name:        cfg.SessionName,
+		ttl:         cfg.ChallengeTTL,
+		now:         cfg.Now,
+		log:         cfg.Logger,
+		crossOrigin: http.NewCrossOriginProtection(),
+	}
+	if s.name == "" {
+		s.name = DefaultSessionName
+	}
+	if s.ttl == 0 {
+		s.ttl = DefaultChallengeTTL
+	}
+	if s.ttl < time.Second {
+		return nil, fmt.Errorf("%w: ChallengeTTL must be at least one second", ErrInvalidConfig)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReauthURL != "" {
+		u, err := url.Parse(cfg.ReauthURL)
+		if err != nil || u.Scheme != "" || u.Host != "" || !isLocalPath(u.Path) {
+			return nil, fmt.Errorf("%w: ReauthURL must be a path on this site such as /reauth, got %q", ErrInvalidConfig, cfg.ReauthURL)
+		}
+		s.reauthURL = u
+	}
+	return s, nil
+}
