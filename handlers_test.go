@@ -255,7 +255,12 @@ func TestVerifyRefusals(t *testing.T) {
 		}, 500, "internal_error"},
 		{"another user's valid passkey reject", func(s setup) response {
 			return s.h.verify(s.c, ceremony(s, stepuptest.WithCredential(s.h.users.byName["bob"].creds[0].ID)))
-X, func(s setup) response {
+		}, 403, "credential_not_owned"},
+		{"another user's valid passkey without userHandle reject", func(s setup) response {
+			bob := s.h.users.byName["bob"].creds[0].ID
+			return s.h.verify(s.c, ceremony(s, stepuptest.WithCredential(bob), stepuptest.WithoutUserHandle()))
+		}, 403, "credential_not_owned"},
+		{"user verification missing reject", func(s setup) response {
 			return s.h.verify(s.c, ceremony(s, stepuptest.WithoutUserVerification()))
 		}, 400, "verification_failed"},
 		{"wrong origin reject", func(s setup) response {
