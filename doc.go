@@ -1,0 +1,89 @@
+// Package stepup gates sensitive net/http routes (password change, payments,
+// account deletion) behind a fresh passkey re-verification of the user who
+// is already signed in: "step-up" or "sudo mode".
+//
+// # What it protects
+//
+// A signed-in session is not proof that the person at the keyboard is the
+// account holder right now: a borrowed laptop, a stolen session cookie or an
+// XSS-driven request all ride on an existing session. stepup asks for a
+// passkey assertion of the signed-in user before a sensitive action, and only
+// that user's passkeys can give it:
+//
+//   - the request options list exactly the signed-in user's credentials in
+//     allowCredentials, never an empty list, which would make the ceremony
+//     discoverable so that anyone's passkey on a shared device would pass;
+//   - user verification is required, and enforced on the server
+//     (go-webauthn only enforces it when asked);
+//   - after the signature verifies, the verify handler checks that the
+//     credential belongs to the signed-in user (403 credential_not_owned
+//     otherwise);
+//   - a challenge answers at most once and only within Config.ChallengeTTL
+//     by Config.Now;
+//   - a sign counter that does not advance is refused as a clone signal.
+//
+// The browser side is button-triggered only: reauthentication is never
+// offered through autofill (conditional mediation).
+//
+// # Freshness
+//
+// A successful ceremony records a grant in the step-up session: the user's
+// handle and the time by Config.Now, in whole Unix seconds.
+// [StepUp.RequireRecentReauth] passes a request when the grant belongs to the
+// signed-in user and its age is at most maxAge (age == maxAge passes, one
+// second more does not). A grant stamped more than a few seconds in the future
+// is refused. [StepUp.Revoke] drops the grant; call it at sign-out and after
+// one-off actions.
+//
+// # Storage
+//
+// The step-up state lives in a gorilla/sessions session named
+// Config.SessionName in Config.Store: at most three pending challenges (so
+// that two tabs can each finish) and the grant, each a few dozen bytes
+// whatever the number of passkeys. The cookie is always HttpOnly and
+// SameSite=Lax; its other attributes come from the store. A session that fails
+// to decode (tampered, expired, made under a retired key) counts as empty.
+// With a cookie store the server keeps no state, so a client that replays an
+// older cookie can present a challenge again; see the README's security
+// notes.
+//
+// # Errors
+//
+// [New] returns errors wrapping [ErrInvalidConfig]. The application's
+// [UserStore] wraps [ErrNoActiveSession] and [ErrUnknownCredential] to say
+// "nobody signed in" and "nobody has this credential"; every other error it
+// returns is an internal failure, answered with 500 and logged, and never
+// turned into a 404 that would let the browser delete a user's passkey.
+//
+// # HTTP contract
+//
+// Every refusal is JSON {"error": code, "message": text} with
+// Content-Type application/json and Cache-Control no-store. Messages are fixed
+// and short; causes go to Config.Logger, never to the client.
+//
+//	options  405 method_not_allowed      not POST
+//	         403 cross_origin_request    cross-origin browser request
+//	         401 no_active_session       nobody signed in
+//	         500 internal_error          UserStore or session store failure
+//	         409 no_credentials          the user has no passkey
+//	         200 PublicKeyCredentialRequestOptionsJSON
+//	verify   405, 403, 401, 500          as above
+//	         400 invalid_request         not a JSON assertion (413 request_too_large over 64 KiB)
+//	         400 challenge_expired       no pending challenge matches, another user's, or expired
+//	         404 unknown_credential      no user has the credential
+//	         500 internal_error          CredentialByID, UpdateCredential or session save failed
+//	         400 verification_failed     the assertion does not verify
+//	         403 credential_not_owned    the credential belongs to another user
+//	         200 {"status": "ok", "reauthenticated_at": RFC 3339}
+//	gate     401 no_active_session, 500 internal_error
+//	         403 reauthentication_required with "max_age" in seconds,
+//	         or 303 to Config.ReauthURL?return_to=... for a browser navigation
+//
+// # Security events
+//
+// Config.Logger receives events named "stepup.<event>": reauth_succeeded,
+// reauth_failed (attribute "reason" is the error code), gate_denied,
+// cross_origin_refused, session_save_failed and user_store_failed, with the
+// user handle and credential ID in base64url. Challenges, signatures and
+// cookie values are never logged.
+package stepup
