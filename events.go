@@ -6,9 +6,22 @@ import (
 	"net/http"
 )
 
-// event logs a security event. Event names are stable ("stepup." followed
-// by the event) and attributes never carry challenges, signatures or cookie
-// values; user handles and credential IDs are base64url.
+// Security events, the message of each record logged to Config.Logger. The
+// names are stable. Attributes: "user" (the user handle, base64url),
+// "credential_id" (base64url), "reason" (the error code of a refusal),
+// "cause" (a diagnostic for the operator) and "path" (for gate_denied).
+// Challenges, signatures and cookie values are never logged.
+const (
+	EventReauthSucceeded = "reauth_succeeded" // a grant was recorded
+	EventReauthFailed    = "reauth_failed"    // a verify attempt was refused; "reason" says why
+	EventGateDenied      = "gate_denied"      // the gate refused a request without a fresh grant
+	EventRateLimited     = "rate_limited"     // options or verify refused with 429
+	EventCrossOrigin     = "cross_origin_refused"
+	EventStoreFailed     = "store_failed" // the UserStore, session store or Registry failed; "store" says which
+	EventOptionsIssued   = "options_issued"
+)
+
+// event logs a security event.
 func (s *StepUp) event(r *http.Request, level slog.Level, name string, attrs ...slog.Attr) {
 	s.log.LogAttrs(r.Context(), level, name, attrs...)
 }

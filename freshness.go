@@ -13,7 +13,7 @@ import (
 // format of our own, so that nothing has to be registered with gob (no
 // global state) and the cookie stays small whatever the number of passkeys:
 //
-//	grant:   version(1) | at unix seconds (8) | user handle
+//	grant:   version(1) | at unix seconds (8) | len(1) | sign-in tag | user handle
 //	pending: version(1) | { expires unix seconds (8) | len(1) | challenge | len(1) | user handle }...
 //
 // A value that does not parse counts as absent: no grant, no pending
@@ -25,15 +25,22 @@ const (
 
 	recordVersion = 1
 
+	// signInTagLen is the length of the tag that binds a grant to the
+	// application's sign-in session: a truncated SHA-256 of its ID.
+	signInTagLen = 16
+
 	// maxHandleLen is the longest user handle the WebAuthn specification
 	// allows (§5.4.3: at most 64 bytes).
 	maxHandleLen = 64
 )
 
-// grant is a completed step-up: who, and when (Unix seconds by Now).
+// grant is a completed step-up: who, when (Unix seconds by Now), and in
+// which sign-in session (a tag derived from the application's sign-in ID, or
+// empty when the UserStore does not name its sign-in sessions).
 type grant struct {
-	at   int64
-	user []byte
+	at     int64
+	signIn []byte
+	user   []byte
 }
 
 // pending is a started ceremony: the challenge, who it was issued to, and
@@ -45,17 +52,29 @@ type pending struct {
 }
 
 func encodeGrant(g grant) []byte {
-	b := make([]byte, 0, 1+8+len(g.user))
+	b := make([]byte, 0, 1+8+1+len(g.signIn)+len(g.user))
 	b = append(b, recordVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(g.at))
+	b = append(b, byte(len(g.signIn)))
+	b = append(b, g.signIn...)
 	return append(b, g.user...)
 }
 
 func decodeGrant(b []byte) (grant, bool) {
-	if len(b) < 1+8+1 || b[0] != recordVersion || len(b) > 1+8+maxHandleLen {
+	if len(b) < 1+8+1 || b[0] != recordVersion {
 		return grant{}, false
 	}
-	return grant{at: int64(binary.BigEndian.Uint64(b[1:9])), user: b[9:]}, true
+	g := grant{at: int64(binary.BigEndian.Uint64(b[1:9]))}
+	n := int(b[9])
+	b = b[10:]
+	if n > signInTagLen || len(b) < n {
+		return grant{}, false
+	}
+	g.signIn, g.user = b[:n], b[n:]
+	if len(g.user) == 0 || len(g.user) > maxHandleLen {
+		return grant{}, false
+	}
+	return g, true
 }
 
 func encodePending(ps []pending) []byte {
@@ -134,12 +153,13 @@ func writePending(sess *sessions.Session, ps []pending) {
 }
 
 // freshGrant reports the current user's grant in sess and whether it is at
-// most maxAge old by now. A grant of another user, or one stamped more than
-// futureSkew in the future, is never fresh. The boundary is inclusive:
-// age == maxAge passes, age > maxAge is stale. Ages are whole seconds.
-func freshGrant(sess *sessions.Session, user []byte, now time.Time, maxAge time.Duration) (grant, bool) {
+// most maxAge old by now. A grant of another user or of another sign-in
+// session, or one stamped more than futureSkew in the future, is never fresh.
+// The boundary is inclusive: age == maxAge passes, age > maxAge is stale.
+// Ages are whole seconds.
+func freshGrant(sess *sessions.Session, user, signIn []byte, now time.Time, maxAge time.Duration) (grant, bool) {
 	g, ok := readGrant(sess)
-	if !ok || !bytes.Equal(g.user, user) {
+	if !ok || !bytes.Equal(g.user, user) || !bytes.Equal(g.signIn, signIn) {
 		return g, false
 	}
 	age := time.Duration(now.Unix()-g.at) * time.Second

@@ -2,13 +2,16 @@ package stepup
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -50,64 +53,118 @@ func (s *StepUp) VerifyHandler() http.Handler {
 	return http.HandlerFunc(s.serveVerify)
 }
 
-// ceremonyPreflight runs the checks both ceremony handlers start with and
-// returns the signed-in user, or writes the refusal and returns false.
-func (s *StepUp) ceremonyPreflight(w http.ResponseWriter, r *http.Request) (webauthn.User, []byte, bool) {
+// principal is the signed-in user of a request as stepup sees it.
+type principal struct {
+	user   webauthn.User
+	handle []byte
+	signIn []byte // tag of the sign-in session; nil unless Users is a SignInIdentifier
+}
+
+// ceremonyPreflight runs the checks both ceremony handlers start with: the
+// method, the origin, the signed-in user and the failure limit. It returns
+// the signed-in user, or writes the refusal and returns false.
+func (s *StepUp) ceremonyPreflight(w http.ResponseWriter, r *http.Request) (principal, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, errMethod)
-		return nil, nil, false
+		return principal{}, false
 	}
 	if err := s.crossOrigin.Check(r); err != nil {
-		s.event(r, slog.LevelWarn, "stepup.cross_origin_refused", slog.String("origin", r.Header.Get("Origin")))
+		s.event(r, slog.LevelWarn, EventCrossOrigin, slog.String("origin", r.Header.Get("Origin")))
 		writeError(w, errCrossOrigin)
-		return nil, nil, false
+		return principal{}, false
 	}
-	return s.currentUser(w, r)
+	p, ok := s.currentUser(w, r)
+	if !ok {
+		return principal{}, false
+	}
+	count, retry, err := s.registry.Failures(r.Context(), failureKey(p.handle))
+	if err != nil {
+		s.storeFailed(r, "registry", err)
+		writeError(w, errUnavailable)
+		return principal{}, false
+	}
+	if count >= s.maxFailures {
+		s.rateLimited(w, r, p.handle, retry)
+		return principal{}, false
+	}
+	return p, true
+}
+
+// rateLimited answers 429 with Retry-After in whole seconds, rounded up.
+func (s *StepUp) rateLimited(w http.ResponseWriter, r *http.Request, handle []byte, retry time.Duration) {
+	secs := int64((retry + time.Second - 1) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs))
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	writeError(w, errTooMany)
 }
 
 // currentUser asks the application for the signed-in user. It writes 401 when
 // nobody is signed in and 500 when the application fails or returns a user
 // without a valid handle.
-func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (webauthn.User, []byte, bool) {
+func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (principal, bool) {
 	user, err := s.users.CurrentUser(r)
+	if err == nil && user == nil {
+		err = errors.New("CurrentUser returned a nil user and no error")
+	}
+	var p principal
+	if err == nil {
+		p.user, p.handle = user, user.WebAuthnID()
+		if len(p.handle) == 0 || len(p.handle) > maxHandleLen {
+			err = errors.New("user handle must be 1 to 64 bytes")
+		}
+	}
+	if err == nil && s.signIns != nil {
+		var id string
+		if id, err = s.signIns.SignInID(r); err == nil {
+			sum := sha256.Sum256([]byte(id))
+			p.signIn = sum[:signInTagLen]
+		}
+	}
 	switch {
 	case errors.Is(err, ErrNoActiveSession):
 		writeError(w, errNoSession)
-		return nil, nil, false
+		return principal{}, false
 	case err != nil:
-		s.event(r, slog.LevelError, "stepup.user_store_failed", errAttr(err))
+		s.storeFailed(r, "users", err)
 		writeError(w, errInternal)
-		return nil, nil, false
-	case user == nil:
-		s.event(r, slog.LevelError, "stepup.user_store_failed", slog.String("cause", "CurrentUser returned a nil user and no error"))
-		writeError(w, errInternal)
-		return nil, nil, false
+		return principal{}, false
 	}
-	id := user.WebAuthnID()
-	if len(id) == 0 || len(id) > maxHandleLen {
-		s.event(r, slog.LevelError, "stepup.user_store_failed", slog.String("cause", "user handle must be 1 to 64 bytes"))
-		writeError(w, errInternal)
-		return nil, nil, false
-	}
-	return user, id, true
+	return p, true
+}
+
+// storeFailed logs a failure of the application's or stepup's storage.
+func (s *StepUp) storeFailed(r *http.Request, store string, err error, attrs ...slog.Attr) {
+	s.event(r, slog.LevelError, EventStoreFailed, append(attrs, slog.String("store", store), errAttr(err))...)
+}
+
+// failureKey and challengeKey are the Registry keys of a user's failure
+// count and of a consumed challenge (hashed: the registry never sees one).
+func failureKey(handle []byte) string { return "stepup:fail:" + b64(handle) }
+
+func challengeKey(challenge []byte) string {
+	sum := sha256.Sum256(challenge)
+	return "stepup:challenge:" + b64(sum[:])
 }
 
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
-	user, uid, ok := s.ceremonyPreflight(w, r)
+	p, ok := s.ceremonyPreflight(w, r)
 	if !ok {
 		return
 	}
-	if len(user.WebAuthnCredentials()) == 0 {
+	if len(p.user.WebAuthnCredentials()) == 0 {
 		writeError(w, errNoCreds)
 		return
 	}
-	assertion, _, err := s.wa.BeginLogin(user,
+	assertion, _, err := s.wa.BeginLogin(p.user,
 		webauthn.WithUserVerification(protocol.VerificationRequired),
 		s.withTimeout,
 	)
 	if err != nil {
-		s.event(r, slog.LevelError, "stepup.options_failed", errAttr(err))
+		s.storeFailed(r, "users", fmt.Errorf("BeginLogin: %w", err))
 		writeError(w, errInternal)
 		return
 	}
@@ -115,7 +172,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	if len(opts.AllowedCredentials) == 0 || opts.UserVerification != protocol.VerificationRequired {
 		// BeginLogin builds the list from the same credentials; this is the
 		// last line against a discoverable (anyone's passkey) ceremony.
-		s.event(r, slog.LevelError, "stepup.options_failed", slog.String("cause", "unconstrained request options"))
+		s.storeFailed(r, "users", errors.New("BeginLogin made unconstrained request options"))
 		writeError(w, errInternal)
 		return
 	}
@@ -126,17 +183,18 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	ps = append(ps, pending{
 		expires:   now.Add(s.ttl).Unix(),
 		challenge: opts.Challenge,
-		user:      uid,
+		user:      p.handle,
 	})
 	if len(ps) > maxPending {
 		ps = ps[len(ps)-maxPending:]
 	}
 	writePending(sess, ps)
 	if err := s.save(w, r, sess); err != nil {
-		s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err))
+		s.storeFailed(r, "session", err)
 		writeError(w, errInternal)
 		return
 	}
+	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)))
 	writeJSON(w, http.StatusOK, opts)
 }
 
@@ -165,28 +223,36 @@ type verifyResult struct {
 }
 
 func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
-	_, uid, ok := s.ceremonyPreflight(w, r)
+	who, ok := s.ceremonyPreflight(w, r)
 	if !ok {
 		return
 	}
+	uid := who.handle
+	ctx := r.Context()
 	sess := s.session(r)
 	ps := readPending(sess)
 
 	// fail refuses the attempt. Every failed attempt clears the session's
 	// pending challenges, so a challenge answers at most once; the grant, if
-	// any, is left as it was.
+	// any, is left as it was. A refusal of the client's making counts
+	// against the failure limit; a fault of ours does not.
 	fail := func(e apiError, level slog.Level, cause string, attrs ...slog.Attr) {
 		if len(ps) > 0 {
 			writePending(sess, nil)
 			if err := s.save(w, r, sess); err != nil {
-				s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err))
+				s.storeFailed(r, "session", err)
 			}
 		}
 		attrs = append(attrs, slog.String("reason", e.code), userAttr(uid))
 		if cause != "" {
 			attrs = append(attrs, slog.String("cause", cause))
 		}
-		s.event(r, level, "stepup.reauth_failed", attrs...)
+		s.event(r, level, EventReauthFailed, attrs...)
+		if e.status >= 400 && e.status < 500 {
+			if _, _, err := s.registry.AddFailure(ctx, failureKey(uid), s.window); err != nil {
+				s.storeFailed(r, "registry", err)
+			}
+		}
 		writeError(w, e)
 	}
 
@@ -221,16 +287,29 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		fail(errExpired, slog.LevelInfo, "challenge expired")
 		return
 	}
-	credAttr := slog.String("credential_id", base64.RawURLEncoding.EncodeToString(parsed.RawID))
+	// Single use on the server: the cookie alone cannot prove it, since a
+	// client may send an older copy of it again.
+	first, err := s.registry.Consume(ctx, challengeKey(p.challenge), time.Duration(p.expires-now.Unix())*time.Second+consumeMargin)
+	if err != nil {
+		s.storeFailed(r, "registry", err)
+		fail(errUnavailable, slog.LevelError, "registry: "+err.Error())
+		return
+	}
+	if !first {
+		fail(errExpired, slog.LevelWarn, "challenge already used (replayed session)")
+		return
+	}
+	credAttr := slog.String("credential_id", b64(parsed.RawID))
 
-	cred, owner, err := s.users.CredentialByID(r.Context(), parsed.RawID)
+	cred, owner, err := s.users.CredentialByID(ctx, parsed.RawID)
 	switch {
 	case errors.Is(err, ErrUnknownCredential):
 		fail(errUnknownCred, slog.LevelInfo, "", credAttr)
 		return
 	case err != nil:
 		// Never a 404 here: the browser would delete the user's passkey.
-		fail(errInternal, slog.LevelError, "CredentialByID: "+err.Error(), credAttr)
+		s.storeFailed(r, "users", err, credAttr)
+		fail(errInternal, slog.LevelError, "CredentialByID failed", credAttr)
 		return
 	case !bytes.Equal(cred.ID, parsed.RawID) || len(owner) == 0:
 		fail(errInternal, slog.LevelError, "CredentialByID returned another credential or no owner", credAttr)
@@ -241,7 +320,7 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 	// requirement is set here, not taken from the request: go-webauthn only
 	// enforces UV when the session data says "required".
 	data := webauthn.SessionData{
-		Challenge:        base64.RawURLEncoding.EncodeToString(p.challenge),
+		Challenge:        b64(p.challenge),
 		RelyingPartyID:   s.wa.Config.RPID,
 		UserID:           owner,
 		UserVerification: protocol.VerificationRequired,
@@ -263,25 +342,33 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if err := s.users.UpdateCredential(r.Context(), owner, *updated); err != nil {
-		fail(errInternal, slog.LevelError, "UpdateCredential: "+err.Error(), credAttr)
+	if err := s.users.UpdateCredential(ctx, owner, *updated); err != nil {
+		s.storeFailed(r, "users", err, credAttr)
+		fail(errInternal, slog.LevelError, "UpdateCredential failed", credAttr)
 		return
 	}
 
 	at := now.Unix()
-	sess.Values[keyGrant] = encodeGrant(grant{at: at, user: uid})
+	sess.Values[keyGrant] = encodeGrant(grant{at: at, signIn: who.signIn, user: uid})
 	writePending(sess, append(ps[:i:i], ps[i+1:]...))
 	if err := s.save(w, r, sess); err != nil {
-		s.event(r, slog.LevelError, "stepup.session_save_failed", errAttr(err), userAttr(uid))
+		s.storeFailed(r, "session", err, userAttr(uid))
 		writeError(w, errInternal)
 		return
 	}
-	s.event(r, slog.LevelInfo, "stepup.reauth_succeeded", userAttr(uid), credAttr)
+	if err := s.registry.ResetFailures(ctx, failureKey(uid)); err != nil {
+		s.storeFailed(r, "registry", err)
+	}
+	s.event(r, slog.LevelInfo, EventReauthSucceeded, userAttr(uid), credAttr)
 	writeJSON(w, http.StatusOK, verifyResult{
 		Status:            "ok",
 		ReauthenticatedAt: time.Unix(at, 0).UTC().Format(time.RFC3339),
 	})
 }
+
+// consumeMargin keeps a consumed challenge in the registry past its expiry,
+// for instances whose clocks run behind.
+const consumeMargin = time.Minute
 
 // readVerifyBody returns the request body, or the refusal for a body that is
 // not JSON or is too large.

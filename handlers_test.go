@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-webauthn/webauthn/webauthn"
 
+	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
@@ -49,7 +50,7 @@ func TestFullFlowGrantsThenAgesOut(t *testing.T) {
 
 	h.reauth(c) // and again, with the counter advancing
 	h.expectGrant(c)
-	if ev := h.log.events("stepup.reauth_succeeded"); len(ev) != 2 {
+	if ev := h.log.events(stepup.EventReauthSucceeded); len(ev) != 2 {
 		t.Errorf("%d reauth_succeeded events, want 2", len(ev))
 	}
 }
@@ -307,7 +308,7 @@ func TestVerifyRefusals(t *testing.T) {
 			h.signIn(s.c, "alice")
 			h.expectNoGrant(s.c)
 			if tc.status != 500 && tc.status != 401 && tc.status != 405 && tc.code != "cross_origin_request" {
-				if len(h.log.events("stepup.reauth_failed")) == 0 {
+				if len(h.log.events(stepup.EventReauthFailed)) == 0 {
 					t.Errorf("no reauth_failed event logged: %s", h.log)
 				}
 			}
@@ -334,7 +335,7 @@ func TestNotOwnedIsASecurityEventWithTheContractMessage(t *testing.T) {
 	if r.body["message"] != "Credential does not belong to the active user." {
 		t.Errorf("message %q", r.body["message"])
 	}
-	ev := h.log.events("stepup.reauth_failed")
+	ev := h.log.events(stepup.EventReauthFailed)
 	if len(ev) != 1 || ev[0]["reason"] != "credential_not_owned" || ev[0]["level"] != "WARN" ||
 		ev[0]["credential_id"] != base64.RawURLEncoding.EncodeToString(bob) {
 		t.Errorf("events %v", ev)

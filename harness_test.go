@@ -192,15 +192,39 @@ func (f *faultyStore) Save(r *http.Request, w http.ResponseWriter, s *sessions.S
 // cookie store, users alice and bob each with a passkey on one shared
 // software authenticator (one device), a fake clock and a log buffer.
 type harness struct {
-	t       *testing.T
-	srv     *httptest.Server
-	su      *stepup.StepUp
-	clock   *clock
-	users   *users
-	store   *faultyStore
-	auth    *stepuptest.Authenticator
-	log     *syncBuffer
-	handled atomic.Int64 // calls that reached the gated handler
+	t        *testing.T
+	srv      *httptest.Server
+	su       *stepup.StepUp
+	clock    *clock
+	users    *users
+	store    *faultyStore
+	auth     *stepuptest.Authenticator
+	log      *syncBuffer
+	registry *faultyRegistry
+	cfg      stepup.Config
+	handled  atomic.Int64 // calls that reached the gated handler
+}
+
+// faultyRegistry is a real MemoryRegistry that can be made unreachable.
+type faultyRegistry struct {
+	*stepup.MemoryRegistry
+	down atomic.Bool
+}
+
+var errUnreachable = errors.New("registry unreachable")
+
+func (f *faultyRegistry) Consume(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if f.down.Load() {
+		return false, errUnreachable
+	}
+	return f.MemoryRegistry.Consume(ctx, key, ttl)
+}
+
+func (f *faultyRegistry) Failures(ctx context.Context, key string) (int, time.Duration, error) {
+	if f.down.Load() {
+		return 0, 0, errUnreachable
+	}
+	return f.MemoryRegistry.Failures(ctx, key)
 }
 
 type harnessOption func(*stepup.Config)
@@ -223,6 +247,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		auth:  stepuptest.New(testOrigin),
 		log:   &syncBuffer{},
 	}
+	h.registry = &faultyRegistry{MemoryRegistry: stepup.NewMemoryRegistry(1000, h.clock.Now)}
 	for _, name := range []string{"alice", "bob"} {
 		u := h.users.add(name)
 		u.creds = []webauthn.Credential{h.auth.Register(testRPID, u.handle)}
@@ -233,35 +258,47 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		Users:    h.users,
 		Now:      h.clock.Now,
 		Logger:   slog.New(slog.NewJSONHandler(h.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Registry: h.registry,
 	}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	h.su, err = stepup.New(cfg)
+	h.cfg = cfg
+	h.su, h.srv = h.instance()
+	return h
+}
+
+// instance starts another application server with its own StepUp made from
+// the harness's Config: same session keys, users and registry, as a second
+// instance behind a load balancer.
+func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
+	t := h.t
+	t.Helper()
+	su, err := stepup.New(h.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/api/reauth/verify", h.su.VerifyHandler())
-	mux.Handle("/api/reauth/options", h.su.OptionsHandler())
+	mux.Handle("/api/reauth/verify", su.VerifyHandler())
+	mux.Handle("/api/reauth/options", su.OptionsHandler())
 	sensitive := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.handled.Add(1)
 		io.WriteString(w, "done")
 	})
-	mux.Handle("/sensitive", h.su.RequireRecentReauth(gateMaxAge)(sensitive))
+	mux.Handle("/sensitive", su.RequireRecentReauth(gateMaxAge)(sensitive))
 	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
-		if err := h.su.Revoke(w, r); err != nil {
+		if err := su.Revoke(w, r); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
 	})
 	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
-		if at, ok := h.su.LastReauth(r); ok {
+		if at, ok := su.LastReauth(r); ok {
 			io.WriteString(w, at.UTC().Format(time.RFC3339))
 		}
 	})
-	h.srv = httptest.NewServer(mux)
-	t.Cleanup(h.srv.Close)
-	return h
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return su, srv
 }
 
 // client returns a browser-like client with its own cookie jar, signed in

@@ -32,15 +32,15 @@ func (s *StepUp) RequireRecentReauth(maxAge time.Duration) func(http.Handler) ht
 	maxAgeSeconds := int64(maxAge / time.Second)
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, uid, ok := s.currentUser(w, r)
+			p, ok := s.currentUser(w, r)
 			if !ok {
 				return
 			}
-			if _, fresh := freshGrant(s.session(r), uid, s.now(), maxAge); fresh {
+			if _, fresh := freshGrant(s.session(r), p.handle, p.signIn, s.now(), maxAge); fresh {
 				next.ServeHTTP(w, r)
 				return
 			}
-			s.event(r, slog.LevelInfo, "stepup.gate_denied", userAttr(uid), slog.String("path", r.URL.Path))
+			s.event(r, slog.LevelInfo, EventGateDenied, userAttr(p.handle), slog.String("path", r.URL.Path))
 			if s.reauthURL != nil && isNavigation(r) {
 				s.redirectToReauth(w, r)
 				return
@@ -61,18 +61,26 @@ func isNavigation(r *http.Request) bool {
 }
 
 // LastReauth returns the time of the signed-in user's step-up grant, if the
-// step-up session holds one for that user. It does not judge freshness.
+// step-up session holds one for that user (and sign-in session, see
+// [SignInIdentifier]). It does not judge freshness.
 func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
-	user, err := s.users.CurrentUser(r)
-	if err != nil || user == nil {
+	p, ok := s.currentUser(discardWriter{}, r)
+	if !ok {
 		return time.Time{}, false
 	}
 	g, ok := readGrant(s.session(r))
-	if !ok || !bytes.Equal(g.user, user.WebAuthnID()) {
+	if !ok || !bytes.Equal(g.user, p.handle) || !bytes.Equal(g.signIn, p.signIn) {
 		return time.Time{}, false
 	}
 	return time.Unix(g.at, 0), true
 }
+
+// discardWriter lets LastReauth reuse currentUser without answering.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
 
 // Revoke drops the step-up grant from the session and saves it. Call it at
 // sign-out, and after a one-off action (such as deleting the account) whose

@@ -99,7 +99,7 @@ func TestGate(t *testing.T) {
 				if r.body["max_age"] != float64(300) {
 					t.Errorf("max_age %v, want 300", r.body["max_age"])
 				}
-				if len(h.log.events("stepup.gate_denied")) == 0 {
+				if len(h.log.events(stepup.EventGateDenied)) == 0 {
 					t.Error("no gate_denied event")
 				}
 			}

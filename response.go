@@ -21,6 +21,8 @@ const (
 	CodeVerificationFailed       = "verification_failed"
 	CodeCredentialNotOwned       = "credential_not_owned"
 	CodeReauthenticationRequired = "reauthentication_required"
+	CodeTooManyAttempts          = "too_many_attempts"
+	CodeServiceUnavailable       = "service_unavailable"
 )
 
 // apiError is a refusal: the status and code the client sees. The cause,
@@ -43,6 +45,8 @@ var (
 	errUnknownCred  = apiError{http.StatusNotFound, CodeUnknownCredential, "This passkey is not registered here."}
 	errVerifyFailed = apiError{http.StatusBadRequest, CodeVerificationFailed, "The passkey could not be verified."}
 	errNotOwned     = apiError{http.StatusForbidden, CodeCredentialNotOwned, "Credential does not belong to the active user."}
+	errTooMany      = apiError{http.StatusTooManyRequests, CodeTooManyAttempts, "Too many failed attempts. Try again later."}
+	errUnavailable  = apiError{http.StatusServiceUnavailable, CodeServiceUnavailable, "Confirmation is unavailable right now. Try again in a moment."}
 	errReauthNeeded = apiError{http.StatusForbidden, CodeReauthenticationRequired, "Confirm it's you to continue."}
 )
 

@@ -73,12 +73,38 @@ type Config struct {
 	// Logger receives security events (see the package documentation).
 	// Default: events are discarded.
 	Logger *slog.Logger
+	// Registry is the server-side record of consumed challenges and failed
+	// attempts. Default: NewMemoryRegistry(DefaultRegistrySize, Now), right
+	// for a single instance. Instances behind a load balancer must share
+	// one, such as the Redis registry of the redisstore module.
+	Registry Registry
+	// MaxFailures is how many failed verify attempts a user may make within
+	// FailureWindow; after that, options and verify answer 429
+	// too_many_attempts until the window ends. A success resets the count.
+	// Default 5.
+	MaxFailures int
+	// FailureWindow is the window of MaxFailures, starting at the first
+	// failure. Default 15 minutes.
+	FailureWindow time.Duration
+}
+
+// SignInIdentifier is an optional interface of a [UserStore] whose sign-in
+// sessions have an identifier (a session ID, or a random value stored in the
+// sign-in session). When Users implements it, a grant is bound to the sign-in
+// it was made under: after a sign-out and a new sign-in, even of the same
+// user, the gate asks again. The identifier is hashed before it is stored.
+type SignInIdentifier interface {
+	// SignInID returns the identifier of r's sign-in session, or an error
+	// wrapping ErrNoActiveSession when nobody is signed in.
+	SignInID(r *http.Request) (string, error)
 }
 
 // Defaults used by [New] for zero [Config] fields.
 const (
-	DefaultSessionName  = "stepup"
-	DefaultChallengeTTL = 2 * time.Minute
+	DefaultSessionName   = "stepup"
+	DefaultChallengeTTL  = 2 * time.Minute
+	DefaultMaxFailures   = 5
+	DefaultFailureWindow = 15 * time.Minute
 )
 
 // maxPending is how many started ceremonies a session keeps, so that two or
@@ -101,6 +127,10 @@ type StepUp struct {
 	reauthURL   *url.URL
 	log         *slog.Logger
 	crossOrigin *http.CrossOriginProtection
+	registry    Registry
+	maxFailures int
+	window      time.Duration
+	signIns     SignInIdentifier // nil when Users does not implement it
 }
 
 // New validates cfg, fills in its defaults and returns a ready [StepUp]. It
@@ -116,6 +146,8 @@ func New(cfg Config) (*StepUp, error) {
 		return nil, fmt.Errorf("%w: Users is required", ErrInvalidConfig)
 	case cfg.ChallengeTTL < 0:
 		return nil, fmt.Errorf("%w: ChallengeTTL must not be negative", ErrInvalidConfig)
+	case cfg.MaxFailures < 0 || cfg.FailureWindow < 0:
+		return nil, fmt.Errorf("%w: MaxFailures and FailureWindow must not be negative", ErrInvalidConfig)
 	}
 	if cfg.WebAuthn.Config == nil || cfg.WebAuthn.Config.RPID == "" {
 		return nil, fmt.Errorf("%w: WebAuthn has no relying party ID", ErrInvalidConfig)
@@ -129,7 +161,11 @@ func New(cfg Config) (*StepUp, error) {
 		now:         cfg.Now,
 		log:         cfg.Logger,
 		crossOrigin: http.NewCrossOriginProtection(),
+		registry:    cfg.Registry,
+		maxFailures: cfg.MaxFailures,
+		window:      cfg.FailureWindow,
 	}
+	s.signIns, _ = cfg.Users.(SignInIdentifier)
 	if s.name == "" {
 		s.name = DefaultSessionName
 	}
@@ -144,6 +180,15 @@ func New(cfg Config) (*StepUp, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.registry == nil {
+		s.registry = NewMemoryRegistry(DefaultRegistrySize, s.now)
+	}
+	if s.maxFailures == 0 {
+		s.maxFailures = DefaultMaxFailures
+	}
+	if s.window == 0 {
+		s.window = DefaultFailureWindow
 	}
 	if cfg.ReauthURL != "" {
 		u, err := url.Parse(cfg.ReauthURL)
