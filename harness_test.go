@@ -192,7 +192,7 @@ func (f *faultyStore) Save(r *http.Request, w http.ResponseWriter, s *sessions.S
 // cookie store, users alice and bob each with a passkey on one shared
 // software authenticator (one device), a fake clock and a log buffer.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	srv      *httptest.Server
 	su       *stepup.StepUp
 	clock    *clock
@@ -229,7 +229,7 @@ func (f *faultyRegistry) Failures(ctx context.Context, key string) (int, time.Du
 
 type harnessOption func(*stepup.Config)
 
-func newHarness(t *testing.T, opts ...harnessOption) *harness {
+func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
 	wa, err := webauthn.New(&webauthn.Config{
 		RPID:          testRPID,
