@@ -9,19 +9,23 @@ import (
 	"github.com/gorilla/sessions"
 )
 
-// The step-up session holds two values, each a small byte string in a
+// The step-up session holds three values, each a small byte string in a
 // format of our own, so that nothing has to be registered with gob (no
 // global state) and the cookie stays small whatever the number of passkeys:
 //
-//	grant:   version(1) | at unix seconds (8) | len(1) | sign-in tag | user handle
-//	pending: version(1) | { expires unix seconds (8) | len(1) | challenge | len(1) | user handle }...
+//	grants:     version(1) | grant...    (at most maxGrants)
+//	pending:    version(1) | pending...  (at most maxPending)
+//	operations: version(1) | operation...(at most maxOperations)
 //
-// A value that does not parse counts as absent: no grant, no pending
-// challenge. Nothing here is secret or trusted on its own; the session store
-// authenticates (and for a cookie store encrypts) the whole session.
+// Each record is a fixed sequence of fields: an integer is 8 bytes big
+// endian, a byte string is a 1-byte length and the bytes. A value that does
+// not parse exactly counts as absent. Nothing here is secret or trusted on
+// its own; the session store authenticates (and for a cookie store encrypts)
+// the whole session.
 const (
-	keyGrant   = "stepup.grant"
-	keyPending = "stepup.pending"
+	keyGrants     = "stepup.grants"
+	keyPending    = "stepup.pending"
+	keyOperations = "stepup.operations"
 
 	recordVersion = 1
 
@@ -32,90 +36,166 @@ const (
 	// maxHandleLen is the longest user handle the WebAuthn specification
 	// allows (§5.4.3: at most 64 bytes).
 	maxHandleLen = 64
+
+	// maxScopeLen is the longest scope name; see [Scope].
+	maxScopeLen = 32
+
+	// maxDescriptionLen bounds an operation's description kept in the
+	// session (longer ones are cut at a rune boundary).
+	maxDescriptionLen = 120
+
+	// Bounds on the records a session keeps; the oldest go first.
+	maxGrants     = 4
+	maxOperations = 3
 )
 
-// grant is a completed step-up: who, when (Unix seconds by Now), and in
-// which sign-in session (a tag derived from the application's sign-in ID, or
-// empty when the UserStore does not name its sign-in sessions).
+// grant is a completed step-up: who, when (Unix seconds by Now), in which
+// sign-in session (a tag derived from the application's sign-in ID, or empty
+// when the UserStore does not name its sign-in sessions), for which scope
+// ("" for none) and operation digest (empty unless bound), and a random ID
+// under which a single-use gate consumes it.
 type grant struct {
 	at     int64
 	signIn []byte
 	user   []byte
+	scope  []byte
+	op     []byte
+	id     []byte
 }
 
-// pending is a started ceremony: the challenge, who it was issued to, and
-// when it stops being valid (Unix seconds by Now).
+// pending is a started ceremony: when it stops being valid (Unix seconds by
+// Now), the challenge, who it was issued to, the scope, and for a bound
+// ceremony the nonce and operation digest the challenge commits to.
 type pending struct {
 	expires   int64
 	challenge []byte
 	user      []byte
+	scope     []byte
+	nonce     []byte
+	op        []byte
 }
 
-func encodeGrant(g grant) []byte {
-	b := make([]byte, 0, 1+8+1+len(g.signIn)+len(g.user))
-	b = append(b, recordVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(g.at))
-	b = append(b, byte(len(g.signIn)))
-	b = append(b, g.signIn...)
-	return append(b, g.user...)
+// operation is a refused bound request waiting for confirmation: its digest
+// and description, for whom, until when.
+type operation struct {
+	expires     int64
+	user        []byte
+	digest      []byte
+	description []byte
 }
 
-func decodeGrant(b []byte) (grant, bool) {
-	if len(b) < 1+8+1 || b[0] != recordVersion {
-		return grant{}, false
-	}
-	g := grant{at: int64(binary.BigEndian.Uint64(b[1:9]))}
-	n := int(b[9])
-	b = b[10:]
-	if n > signInTagLen || len(b) < n {
-		return grant{}, false
-	}
-	g.signIn, g.user = b[:n], b[n:]
-	if len(g.user) == 0 || len(g.user) > maxHandleLen {
-		return grant{}, false
-	}
-	return g, true
+// writer and reader implement the record fields.
+type writer []byte
+
+func (w writer) int(v int64) writer    { return binary.BigEndian.AppendUint64(w, uint64(v)) }
+func (w writer) bytes(b []byte) writer { return append(append(w, byte(len(b))), b...) }
+
+type reader struct {
+	b  []byte
+	ok bool
 }
 
-func encodePending(ps []pending) []byte {
-	b := []byte{recordVersion}
-	for _, p := range ps {
-		b = binary.BigEndian.AppendUint64(b, uint64(p.expires))
-		b = append(b, byte(len(p.challenge)))
-		b = append(b, p.challenge...)
-		b = append(b, byte(len(p.user)))
-		b = append(b, p.user...)
+func (r *reader) int() int64 {
+	if len(r.b) < 8 {
+		r.ok = false
+		return 0
 	}
-	return b
+	v := int64(binary.BigEndian.Uint64(r.b))
+	r.b = r.b[8:]
+	return v
 }
 
-func decodePending(b []byte) ([]pending, bool) {
+// bytes reads a byte string of min to max bytes.
+func (r *reader) bytes(min, max int) []byte {
+	if len(r.b) < 1 || int(r.b[0]) < min || int(r.b[0]) > max || len(r.b) < 1+int(r.b[0]) {
+		r.ok = false
+		return nil
+	}
+	n := int(r.b[0])
+	v := r.b[1 : 1+n : 1+n]
+	r.b = r.b[1+n:]
+	return v
+}
+
+// decodeList decodes a version byte followed by at most max records.
+func decodeList[T any](b []byte, max int, record func(*reader) T) ([]T, bool) {
 	if len(b) < 1 || b[0] != recordVersion {
 		return nil, false
 	}
-	b = b[1:]
-	var ps []pending
-	for len(b) > 0 {
-		if len(ps) == maxPending || len(b) < 9 {
+	r := reader{b: b[1:], ok: true}
+	var out []T
+	for len(r.b) > 0 && r.ok {
+		if len(out) == max {
 			return nil, false
 		}
-		var p pending
-		p.expires = int64(binary.BigEndian.Uint64(b))
-		n := int(b[8])
-		b = b[9:]
-		if n == 0 || len(b) < n+1 {
-			return nil, false
-		}
-		p.challenge, b = b[:n], b[n:]
-		n = int(b[0])
-		b = b[1:]
-		if n == 0 || n > maxHandleLen || len(b) < n {
-			return nil, false
-		}
-		p.user, b = b[:n], b[n:]
-		ps = append(ps, p)
+		out = append(out, record(&r))
 	}
-	return ps, true
+	if !r.ok {
+		return nil, false
+	}
+	return out, true
+}
+
+func encodeList[T any](items []T, record func(writer, T) writer) []byte {
+	w := writer{recordVersion}
+	for _, it := range items {
+		w = record(w, it)
+	}
+	return w
+}
+
+func writeGrant(w writer, g grant) writer {
+	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id)
+}
+
+func readGrantRecord(r *reader) grant {
+	return grant{
+		at:     r.int(),
+		signIn: r.bytes(0, signInTagLen),
+		user:   r.bytes(1, maxHandleLen),
+		scope:  r.bytes(0, maxScopeLen),
+		op:     r.bytes(0, 32),
+		id:     r.bytes(16, 16),
+	}
+}
+
+func writePendingRecord(w writer, p pending) writer {
+	return w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op)
+}
+
+func readPendingRecord(r *reader) pending {
+	return pending{
+		expires:   r.int(),
+		challenge: r.bytes(16, 64),
+		user:      r.bytes(1, maxHandleLen),
+		scope:     r.bytes(0, maxScopeLen),
+		nonce:     r.bytes(0, 32),
+		op:        r.bytes(0, 32),
+	}
+}
+
+func writeOperationRecord(w writer, o operation) writer {
+	return w.int(o.expires).bytes(o.user).bytes(o.digest).bytes(o.description)
+}
+
+func readOperationRecord(r *reader) operation {
+	return operation{
+		expires:     r.int(),
+		user:        r.bytes(1, maxHandleLen),
+		digest:      r.bytes(32, 32),
+		description: r.bytes(0, maxDescriptionLen),
+	}
+}
+
+func encodeGrants(gs []grant) []byte        { return encodeList(gs, writeGrant) }
+func decodeGrants(b []byte) ([]grant, bool) { return decodeList(b, maxGrants, readGrantRecord) }
+func encodePending(ps []pending) []byte     { return encodeList(ps, writePendingRecord) }
+func decodePending(b []byte) ([]pending, bool) {
+	return decodeList(b, maxPending, readPendingRecord)
+}
+func encodeOperations(ops []operation) []byte { return encodeList(ops, writeOperationRecord) }
+func decodeOperations(b []byte) ([]operation, bool) {
+	return decodeList(b, maxOperations, readOperationRecord)
 }
 
 // session returns the step-up session of r. A session that cannot be read
@@ -125,7 +205,7 @@ func decodePending(b []byte) ([]pending, bool) {
 func (s *StepUp) session(r *http.Request) *sessions.Session {
 	sess, err := s.store.Get(r, s.name)
 	if err != nil {
-		s.log.LogAttrs(r.Context(), levelDebug, "stepup.session_unreadable", errAttr(err))
+		s.log.LogAttrs(r.Context(), levelDebug, "session_unreadable", errAttr(err))
 	}
 	if sess == nil {
 		sess = sessions.NewSession(s.store, s.name)
@@ -133,37 +213,69 @@ func (s *StepUp) session(r *http.Request) *sessions.Session {
 	return sess
 }
 
-func readGrant(sess *sessions.Session) (grant, bool) {
-	b, _ := sess.Values[keyGrant].([]byte)
-	return decodeGrant(b)
+// value returns the byte string stored under key, or nil.
+func value(sess *sessions.Session, key string) []byte {
+	b, _ := sess.Values[key].([]byte)
+	return b
+}
+
+// put stores b under key, or deletes key when the list is empty.
+func put(sess *sessions.Session, key string, b []byte, empty bool) {
+	if empty {
+		delete(sess.Values, key)
+		return
+	}
+	sess.Values[key] = b
+}
+
+func readGrants(sess *sessions.Session) []grant {
+	gs, _ := decodeGrants(value(sess, keyGrants))
+	return gs
+}
+
+func writeGrants(sess *sessions.Session, gs []grant) {
+	put(sess, keyGrants, encodeGrants(gs), len(gs) == 0)
 }
 
 func readPending(sess *sessions.Session) []pending {
-	b, _ := sess.Values[keyPending].([]byte)
-	ps, _ := decodePending(b)
+	ps, _ := decodePending(value(sess, keyPending))
 	return ps
 }
 
 func writePending(sess *sessions.Session, ps []pending) {
-	if len(ps) == 0 {
-		delete(sess.Values, keyPending)
-		return
-	}
-	sess.Values[keyPending] = encodePending(ps)
+	put(sess, keyPending, encodePending(ps), len(ps) == 0)
 }
 
-// freshGrant reports the current user's grant in sess and whether it is at
-// most maxAge old by now. A grant of another user or of another sign-in
-// session, or one stamped more than futureSkew in the future, is never fresh.
-// The boundary is inclusive: age == maxAge passes, age > maxAge is stale.
-// Ages are whole seconds.
-func freshGrant(sess *sessions.Session, user, signIn []byte, now time.Time, maxAge time.Duration) (grant, bool) {
-	g, ok := readGrant(sess)
-	if !ok || !bytes.Equal(g.user, user) || !bytes.Equal(g.signIn, signIn) {
-		return g, false
+func readOperations(sess *sessions.Session) []operation {
+	ops, _ := decodeOperations(value(sess, keyOperations))
+	return ops
+}
+
+func writeOperations(sess *sessions.Session, ops []operation) {
+	put(sess, keyOperations, encodeOperations(ops), len(ops) == 0)
+}
+
+// newest keeps the last max items.
+func newest[T any](items []T, max int) []T {
+	if len(items) > max {
+		return items[len(items)-max:]
 	}
+	return items
+}
+
+// matches reports whether g was made by p for scope and operation digest op
+// (nil for an unbound grant).
+func (g grant) matches(p principal, scope string, op []byte) bool {
+	return bytes.Equal(g.user, p.handle) && bytes.Equal(g.signIn, p.signIn) &&
+		string(g.scope) == scope && bytes.Equal(g.op, op)
+}
+
+// fresh reports whether g is at most maxAge old by now. A grant stamped more
+// than futureSkew in the future is never fresh. The boundary is inclusive:
+// age == maxAge passes, age > maxAge is stale. Ages are whole seconds.
+func (g grant) fresh(now time.Time, maxAge time.Duration) bool {
 	age := time.Duration(now.Unix()-g.at) * time.Second
-	return g, age >= -futureSkew && age <= maxAge
+	return age >= -futureSkew && age <= maxAge
 }
 
 // save writes sess with the step-up cookie's fixed attributes: HttpOnly and

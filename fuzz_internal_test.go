@@ -6,32 +6,41 @@ import (
 )
 
 // FuzzSessionRecords feeds arbitrary bytes to the decoders of the values
-// kept in the step-up session. They must never panic, and whatever they
-// accept must be canonical: encoding it again gives the same bytes, so two
-// different byte strings never mean the same grant.
+// kept in the step-up session. They must never panic, must respect their
+// bounds, and whatever they accept must be canonical: encoding it again gives
+// the same bytes, so two different byte strings never mean the same record.
 func FuzzSessionRecords(f *testing.F) {
-	f.Add(encodeGrant(grant{at: 1764072000, user: []byte("handle-alice")}))
-	f.Add(encodeGrant(grant{at: 1764072000, signIn: bytes.Repeat([]byte{9}, signInTagLen), user: []byte("u")}))
+	id := bytes.Repeat([]byte{7}, 16)
+	f.Add(encodeGrants([]grant{{at: 1764072000, user: []byte("handle-alice"), id: id}}))
+	f.Add(encodeGrants([]grant{
+		{at: 1764072000, signIn: bytes.Repeat([]byte{9}, signInTagLen), user: []byte("u"), scope: []byte("payments"), op: bytes.Repeat([]byte{5}, 32), id: id},
+		{at: 1764072001, user: []byte("u"), id: id},
+	}))
 	f.Add(encodePending([]pending{
 		{expires: 1764072120, challenge: bytes.Repeat([]byte{1}, 32), user: []byte("handle-alice")},
-		{expires: 1764072130, challenge: bytes.Repeat([]byte{2}, 32), user: bytes.Repeat([]byte{3}, maxHandleLen)},
+		{expires: 1764072130, challenge: bytes.Repeat([]byte{2}, 32), user: bytes.Repeat([]byte{3}, maxHandleLen), scope: []byte("password"), nonce: id, op: id},
 	}))
+	f.Add(encodeOperations([]operation{{expires: 1, user: []byte("u"), digest: bytes.Repeat([]byte{4}, 32), description: []byte("Send 10 EUR")}}))
 	f.Add([]byte{recordVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if g, ok := decodeGrant(b); ok {
-			if len(g.user) == 0 || len(g.user) > maxHandleLen || len(g.signIn) > signInTagLen {
-				t.Fatalf("accepted an out-of-range grant %+v", g)
+		if gs, ok := decodeGrants(b); ok {
+			for _, g := range gs {
+				if len(g.user) == 0 || len(g.user) > maxHandleLen || len(g.signIn) > signInTagLen || len(g.id) != 16 {
+					t.Fatalf("accepted an out-of-range grant %+v", g)
+				}
 			}
-			if again := encodeGrant(g); !bytes.Equal(again, b) {
-				t.Fatalf("grant not canonical: %x -> %x", b, again)
+			if again := encodeGrants(gs); len(gs) > maxGrants || !bytes.Equal(again, b) {
+				t.Fatalf("grants not canonical: %x -> %x", b, again)
 			}
 		}
 		if ps, ok := decodePending(b); ok {
-			if len(ps) > maxPending {
-				t.Fatalf("accepted %d pending challenges", len(ps))
-			}
-			if again := encodePending(ps); !bytes.Equal(again, b) {
+			if again := encodePending(ps); len(ps) > maxPending || !bytes.Equal(again, b) {
 				t.Fatalf("pending not canonical: %x -> %x", b, again)
+			}
+		}
+		if ops, ok := decodeOperations(b); ok {
+			if again := encodeOperations(ops); len(ops) > maxOperations || !bytes.Equal(again, b) {
+				t.Fatalf("operations not canonical: %x -> %x", b, again)
 			}
 		}
 	})

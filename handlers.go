@@ -2,9 +2,11 @@ package stepup
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -150,19 +152,63 @@ func challengeKey(challenge []byte) string {
 	return "stepup:challenge:" + b64(sum[:])
 }
 
+// optionsRequest is the optional JSON body of the options handler.
+type optionsRequest struct {
+	Scope     string `json:"scope"`     // a scope some gate was made with
+	Operation string `json:"operation"` // the digest of an operation pending for this user
+}
+
+// optionsResponse is PublicKeyCredentialRequestOptionsJSON, with the bound
+// operation beside its fields for the prompt.
+type optionsResponse struct {
+	protocol.PublicKeyCredentialRequestOptions
+	Operation *Operation `json:"operation,omitempty"`
+}
+
+// maxOptionsBody bounds the options request body.
+const maxOptionsBody = 4 << 10
+
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.ceremonyPreflight(w, r)
 	if !ok {
+		return
+	}
+	req, e := readOptionsRequest(w, r)
+	if e == nil && req.Scope != "" {
+		if _, known := s.scopes.Load(req.Scope); !known {
+			e = &errUnknownScope
+		}
+	}
+	if e != nil {
+		writeError(w, *e)
 		return
 	}
 	if len(p.user.WebAuthnCredentials()) == 0 {
 		writeError(w, errNoCreds)
 		return
 	}
-	assertion, _, err := s.wa.BeginLogin(p.user,
-		webauthn.WithUserVerification(protocol.VerificationRequired),
-		s.withTimeout,
-	)
+	now := s.now()
+	sess := s.session(r)
+	next := pending{expires: now.Add(s.ttl).Unix(), user: p.handle, scope: []byte(req.Scope)}
+	var bound *Operation
+	if req.Operation != "" {
+		op := findOperation(readOperations(sess), p.handle, req.Operation, now)
+		if op == nil {
+			writeError(w, errUnknownOp)
+			return
+		}
+		next.op = op.digest
+		next.nonce = make([]byte, 32)
+		rand.Read(next.nonce)
+		next.challenge = boundChallenge(next.nonce, op.digest)
+		bound = &Operation{Digest: req.Operation, Description: string(op.description)}
+	}
+
+	loginOpts := []webauthn.LoginOption{webauthn.WithUserVerification(protocol.VerificationRequired), s.withTimeout}
+	if next.challenge != nil {
+		loginOpts = append(loginOpts, webauthn.WithChallenge(next.challenge))
+	}
+	assertion, _, err := s.wa.BeginLogin(p.user, loginOpts...)
 	if err != nil {
 		s.storeFailed(r, "users", fmt.Errorf("BeginLogin: %w", err))
 		writeError(w, errInternal)
@@ -176,26 +222,52 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInternal)
 		return
 	}
-
-	now := s.now()
-	sess := s.session(r)
-	ps := livePending(readPending(sess), now)
-	ps = append(ps, pending{
-		expires:   now.Add(s.ttl).Unix(),
-		challenge: opts.Challenge,
-		user:      p.handle,
-	})
-	if len(ps) > maxPending {
-		ps = ps[len(ps)-maxPending:]
-	}
-	writePending(sess, ps)
+	next.challenge = opts.Challenge
+	writePending(sess, newest(append(livePending(readPending(sess), now), next), maxPending))
 	if err := s.save(w, r, sess); err != nil {
 		s.storeFailed(r, "session", err)
 		writeError(w, errInternal)
 		return
 	}
-	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)))
-	writeJSON(w, http.StatusOK, opts)
+	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
+	writeJSON(w, http.StatusOK, optionsResponse{opts, bound})
+}
+
+// readOptionsRequest reads the optional body of the options handler: empty,
+// or JSON with only the known fields.
+func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest, *apiError) {
+	var req optionsRequest
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOptionsBody))
+	if err != nil {
+		return req, &errBadRequestBody
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return req, nil
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return req, &errBadRequestBody
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		return req, &errBadRequestBody
+	}
+	return req, nil
+}
+
+// findOperation returns the unexpired operation pending for user whose
+// digest is the base64url digest, or nil.
+func findOperation(ops []operation, user []byte, digest string, now time.Time) *operation {
+	d, err := base64.RawURLEncoding.DecodeString(digest)
+	if err != nil {
+		return nil
+	}
+	for i, o := range ops {
+		if o.expires >= now.Unix() && bytes.Equal(o.user, user) && bytes.Equal(o.digest, d) {
+			return &ops[i]
+		}
+	}
+	return nil
 }
 
 // withTimeout is a login option that sets the browser's timeout to the
@@ -348,9 +420,45 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	at := now.Unix()
-	sess.Values[keyGrant] = encodeGrant(grant{at: at, signIn: who.signIn, user: uid})
+	g := grant{at: now.Unix(), signIn: who.signIn, user: uid, scope: p.scope, op: p.op, id: make([]byte, 16)}
+	rand.Read(g.id)
+	if len(p.op) > 0 && s.recordEvidence != nil {
+		ev := Evidence{
+			User:              uid,
+			CredentialID:      parsed.RawID,
+			Scope:             string(p.scope),
+			OperationDigest:   p.op,
+			Nonce:             p.nonce,
+			ClientDataJSON:    parsed.Raw.AssertionResponse.ClientDataJSON,
+			AuthenticatorData: parsed.Raw.AssertionResponse.AuthenticatorData,
+			Signature:         parsed.Response.Signature,
+			At:                time.Unix(g.at, 0),
+		}
+		if err := s.recordEvidence(ctx, ev); err != nil {
+			s.storeFailed(r, "evidence", err, credAttr)
+			fail(errInternal, slog.LevelError, "RecordEvidence failed", credAttr)
+			return
+		}
+	}
+	// A new plain grant replaces the older one of its scope; bound grants
+	// are each for one operation.
+	var gs []grant
+	for _, old := range readGrants(sess) {
+		if len(p.op) > 0 || !old.matches(who, string(p.scope), nil) {
+			gs = append(gs, old)
+		}
+	}
+	writeGrants(sess, newest(append(gs, g), maxGrants))
 	writePending(sess, append(ps[:i:i], ps[i+1:]...))
+	if len(p.op) > 0 {
+		var ops []operation
+		for _, o := range readOperations(sess) {
+			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, uid) {
+				ops = append(ops, o)
+			}
+		}
+		writeOperations(sess, ops)
+	}
 	if err := s.save(w, r, sess); err != nil {
 		s.storeFailed(r, "session", err, userAttr(uid))
 		writeError(w, errInternal)
@@ -362,7 +470,7 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 	s.event(r, slog.LevelInfo, EventReauthSucceeded, userAttr(uid), credAttr)
 	writeJSON(w, http.StatusOK, verifyResult{
 		Status:            "ok",
-		ReauthenticatedAt: time.Unix(at, 0).UTC().Format(time.RFC3339),
+		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
 	})
 }
 

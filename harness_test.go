@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -286,6 +287,15 @@ func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
 		io.WriteString(w, "done")
 	})
 	mux.Handle("/sensitive", su.RequireRecentReauth(gateMaxAge)(sensitive))
+	mux.Handle("/password", su.RequireRecentReauth(gateMaxAge, stepup.Scope("password"))(sensitive))
+	mux.Handle("/payments", su.RequireRecentReauth(time.Minute, stepup.Scope("payments"))(sensitive))
+	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
+	mux.Handle("POST /pay", su.RequireRecentReauth(gateMaxAge, stepup.Bind(paymentOperation))(http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			h.handled.Add(1)
+			body, _ := io.ReadAll(r.Body) // the handler still gets the whole body
+			w.Write(append([]byte("paid "), body...))
+		})))
 	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
 		if err := su.Revoke(w, r); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -474,4 +484,22 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// payment is the body of the bound POST /pay route.
+type payment struct {
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+	Payee    string `json:"payee"`
+}
+
+// paymentOperation is the Bind function of POST /pay: the canonical bytes of
+// the payment and a description for the person confirming it.
+func paymentOperation(r *http.Request) ([]byte, string, error) {
+	var p payment
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Amount <= 0 || p.Payee == "" {
+		return nil, "", errors.New("not a payment")
+	}
+	op := fmt.Sprintf("pay\x00%d\x00%s\x00%s", p.Amount, p.Currency, p.Payee)
+	return []byte(op), fmt.Sprintf("Send %d %s to %s", p.Amount, p.Currency, p.Payee), nil
 }

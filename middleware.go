@@ -2,57 +2,308 @@ package stepup
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/gorilla/sessions"
 )
+
+// Reasons a gate refuses, given to Config.OnReauthRequired and logged with
+// gate_denied.
+const (
+	ReasonNoGrant           = "no_grant"           // no grant of this user (and sign-in) for the gate's scope and kind
+	ReasonExpired           = "expired"            // the grant is older than maxAge, or stamped in the future
+	ReasonUsed              = "used"               // a single-use grant was already consumed
+	ReasonOperationMismatch = "operation_mismatch" // a bound grant exists, for another operation
+)
+
+// maxBindBody is the largest request body a Bind gate buffers.
+const maxBindBody = 1 << 20
+
+// operationTTL is how long a refused bound operation stays pending for
+// confirmation.
+const operationTTL = 10 * time.Minute
+
+// GateOption configures one gate made by [StepUp.RequireRecentReauth].
+type GateOption func(*gate)
+
+type gate struct {
+	maxAge        time.Duration
+	maxAgeSeconds int64
+	scope         string
+	scoped        bool
+	once          bool
+	bind          func(*http.Request) ([]byte, string, error)
+}
+
+// Scope makes the gate pass only a grant made for the scope name, which is
+// 1 to 32 characters from a-z, 0-9, '.', '_' and '-'. A grant for
+// "password" never opens a "payments" gate, and a scoped grant never opens
+// an unscoped gate (nor the reverse). The client asks for a scoped grant by
+// posting {"scope": name} to the options handler; the 403 of the gate names
+// the scope it wants.
+func Scope(name string) GateOption { return func(g *gate) { g.scope, g.scoped = name, true } }
+
+// Once makes the grant single use: the gate consumes it before the wrapped
+// handler runs, so the next request needs a new ceremony. Consumption is
+// recorded in the Registry, so of concurrent requests carrying the same
+// cookie (or an older copy of it) exactly one passes.
+func Once() GateOption { return func(g *gate) { g.once = true } }
+
+// Bind binds the grant to one operation ("what you confirm is what runs"):
+// fn returns the canonical bytes of the operation a request would perform
+// (such as amount, currency and payee) and a short description for the
+// person confirming it. The gate buffers the request body (up to 1 MiB) so
+// that fn and the wrapped handler can both read it.
+//
+// Refused, the gate records SHA-256(op) as a pending operation and adds
+// {"digest", "description"} as "operation" to its 403 body. The client posts
+// {"operation": digest} to the options handler, whose challenge then commits
+// to the digest; the grant it yields is single use (as with [Once]) and opens
+// only a request whose fn yields the same digest. A plain grant never opens a
+// Bind gate. An error from fn is a 400 invalid_request.
+func Bind(fn func(r *http.Request) (op []byte, description string, err error)) GateOption {
+	return func(g *gate) { g.bind = fn }
+}
+
+// ReauthRequired describes a gate's refusal, for Config.OnReauthRequired.
+type ReauthRequired struct {
+	Reason    string        // one of the Reason constants
+	Scope     string        // the gate's scope, "" if none
+	MaxAge    time.Duration // the gate's maxAge
+	Operation *Operation    // the operation to confirm, for a Bind gate
+}
+
+// Operation is a bound operation waiting for confirmation: the unpadded
+// base64url SHA-256 digest of its canonical bytes and its description.
+type Operation struct {
+	Digest      string `json:"digest"`
+	Description string `json:"description"`
+}
 
 // RequireRecentReauth returns middleware that calls the wrapped handler only
 // when the step-up session holds a grant of the signed-in user that is at
-// most maxAge old by Config.Now. Ages are whole seconds and the boundary is
+// most maxAge old by Config.Now, and that suits the gate's options (see
+// [Scope], [Once], [Bind]). Ages are whole seconds and the boundary is
 // inclusive: a grant exactly maxAge old passes, one a second older does not.
 // A grant stamped more than a few seconds in the future is refused.
 //
 // It fails closed and never calls the wrapped handler on a refusal:
 //   - nobody signed in: 401 no_active_session;
 //   - the UserStore fails: 500 internal_error;
-//   - no fresh grant for this user (none, too old, another user's, or a step-up
-//     cookie that does not decode): 403 reauthentication_required with
-//     "max_age" in whole seconds, or, when Config.ReauthURL is set and the
-//     request is a browser navigation (GET or HEAD accepting text/html), a 303
-//     to ReauthURL with return_to set to the request's path and query.
+//   - no fresh grant for this user (none, too old, another user's, used, or
+//     a step-up cookie that does not decode): 403 reauthentication_required
+//     with "max_age" in whole seconds (and "scope" and "operation" when the
+//     gate has them), or, when Config.ReauthURL is set and the request is a
+//     browser navigation (GET or HEAD accepting text/html), a 303 to
+//     ReauthURL with return_to set to the request's path and query. With
+//     Config.OnReauthRequired set, that function writes the refusal instead.
 //
 // It answers 403 rather than 401 so that clients do not take the refusal
-// for a sign-out. It panics if maxAge <= 0.
-func (s *StepUp) RequireRecentReauth(maxAge time.Duration) func(http.Handler) http.Handler {
+// for a sign-out. It panics if maxAge <= 0 or an option is invalid.
+func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) func(http.Handler) http.Handler {
 	if maxAge <= 0 {
 		panic("stepup: RequireRecentReauth expects maxAge > 0")
 	}
-	maxAgeSeconds := int64(maxAge / time.Second)
+	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second)}
+	for _, o := range opts {
+		o(g)
+	}
+	if g.scoped {
+		if !validScope(g.scope) {
+			panic(fmt.Sprintf("stepup: Scope(%q): a scope is 1 to 32 characters from a-z, 0-9, '.', '_' and '-'", g.scope))
+		}
+		s.scopes.Store(g.scope, true)
+	}
 	return func(next http.Handler) http.Handler {
+		if next == nil {
+			panic("stepup: RequireRecentReauth wraps a nil handler")
+		}
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			p, ok := s.currentUser(w, r)
-			if !ok {
-				return
-			}
-			if _, fresh := freshGrant(s.session(r), p.handle, p.signIn, s.now(), maxAge); fresh {
-				next.ServeHTTP(w, r)
-				return
-			}
-			s.event(r, slog.LevelInfo, EventGateDenied, userAttr(p.handle), slog.String("path", r.URL.Path))
-			if s.reauthURL != nil && isNavigation(r) {
-				s.redirectToReauth(w, r)
-				return
-			}
-			writeJSON(w, errReauthNeeded.status, errorBody{
-				Error:   errReauthNeeded.code,
-				Message: errReauthNeeded.message,
-				MaxAge:  &maxAgeSeconds,
-			})
+			s.serveGate(g, next, w, r)
 		})
 	}
 }
+
+func validScope(name string) bool {
+	if name == "" || len(name) > maxScopeLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	p, ok := s.currentUser(w, r)
+	if !ok {
+		return
+	}
+	var op []byte
+	var description string
+	if g.bind != nil {
+		var e *apiError
+		if op, description, e = s.bindOperation(g, w, r); e != nil {
+			writeError(w, *e)
+			return
+		}
+	}
+
+	sess := s.session(r)
+	now := s.now()
+	gs := readGrants(sess)
+	i, reason := pickGrant(gs, p, g.scope, op, now, g.maxAge)
+	if i >= 0 && !g.once && g.bind == nil {
+		next.ServeHTTP(w, r)
+		return
+	}
+	if i >= 0 {
+		// Single use: drop it from the session and record it as used, both
+		// before the handler runs.
+		ttl := time.Duration(gs[i].at-now.Unix())*time.Second + g.maxAge + futureSkew + consumeMargin
+		first, err := s.registry.Consume(r.Context(), grantKey(gs[i].id), ttl)
+		if err != nil {
+			s.storeFailed(r, "registry", err)
+			writeError(w, errUnavailable)
+			return
+		}
+		writeGrants(sess, append(gs[:i:i], gs[i+1:]...))
+		if err := s.save(w, r, sess); err != nil {
+			s.storeFailed(r, "session", err)
+			writeError(w, errInternal)
+			return
+		}
+		if first {
+			next.ServeHTTP(w, r)
+			return
+		}
+		reason = ReasonUsed
+	}
+
+	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge}
+	if g.bind != nil {
+		info.Operation = &Operation{Digest: b64(op), Description: description}
+		if err := s.addOperation(w, r, sess, p, op, description, now); err != nil {
+			s.storeFailed(r, "session", err)
+			writeError(w, errInternal)
+			return
+		}
+	}
+	s.event(r, slog.LevelInfo, EventGateDenied, userAttr(p.handle), slog.String("path", r.URL.Path),
+		slog.String("reason", reason), slog.String("scope", g.scope))
+	switch {
+	case s.onReauthRequired != nil:
+		w.Header().Set("Cache-Control", "no-store")
+		s.onReauthRequired(w, r, info)
+	case s.reauthURL != nil && g.bind == nil && isNavigation(r):
+		s.redirectToReauth(w, r)
+	default:
+		writeJSON(w, errReauthNeeded.status, errorBody{
+			Error:     errReauthNeeded.code,
+			Message:   errReauthNeeded.message,
+			MaxAge:    &g.maxAgeSeconds,
+			Scope:     g.scope,
+			Operation: info.Operation,
+		})
+	}
+}
+
+// pickGrant returns the index of the newest fresh grant in gs that p made
+// for scope and op, or -1 and the reason there is none.
+func pickGrant(gs []grant, p principal, scope string, op []byte, now time.Time, maxAge time.Duration) (int, string) {
+	best, reason := -1, ReasonNoGrant
+	for i, g := range gs {
+		if !g.matches(p, scope, op) {
+			if op != nil && reason == ReasonNoGrant && g.matches(p, scope, g.op) && len(g.op) > 0 {
+				reason = ReasonOperationMismatch
+			}
+			continue
+		}
+		if !g.fresh(now, maxAge) {
+			reason = ReasonExpired
+			continue
+		}
+		if best < 0 || g.at >= gs[best].at {
+			best = i
+		}
+	}
+	return best, reason
+}
+
+// bindOperation buffers the body, asks the gate's Bind function for the
+// operation and returns its digest and description.
+func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *apiError) {
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		var err error
+		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBindBody))
+		r.Body.Close()
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return nil, "", &errTooLarge
+			}
+			return nil, "", &errBadRequest
+		}
+	}
+	rewind := func() {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	rewind()
+	op, description, err := g.bind(r)
+	rewind()
+	if err != nil {
+		s.event(r, slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
+		return nil, "", &errBadOperation
+	}
+	sum := sha256.Sum256(op)
+	return sum[:], description, nil
+}
+
+// addOperation records a refused bound operation as pending for p, so that
+// the options handler accepts its digest.
+func (s *StepUp) addOperation(w http.ResponseWriter, r *http.Request, sess *sessions.Session, p principal, digest []byte, description string, now time.Time) error {
+	var keep []operation
+	for _, o := range readOperations(sess) {
+		if o.expires >= now.Unix() && !(bytes.Equal(o.user, p.handle) && bytes.Equal(o.digest, digest)) {
+			keep = append(keep, o)
+		}
+	}
+	keep = append(keep, operation{
+		expires:     now.Add(operationTTL).Unix(),
+		user:        p.handle,
+		digest:      digest,
+		description: []byte(truncate(description, maxDescriptionLen)),
+	})
+	writeOperations(sess, newest(keep, maxOperations))
+	return s.save(w, r, sess)
+}
+
+// truncate cuts s to at most n bytes at a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// grantKey is the Registry key of a consumed single-use grant.
+func grantKey(id []byte) string { return "stepup:grant:" + b64(id) }
 
 // isNavigation reports whether r looks like a browser loading a page.
 func isNavigation(r *http.Request) bool {
@@ -60,19 +311,25 @@ func isNavigation(r *http.Request) bool {
 		strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
-// LastReauth returns the time of the signed-in user's step-up grant, if the
-// step-up session holds one for that user (and sign-in session, see
-// [SignInIdentifier]). It does not judge freshness.
+// LastReauth returns the time of the signed-in user's newest plain grant
+// (no scope, not bound), if the step-up session holds one for that user (and
+// sign-in session, see [SignInIdentifier]). It does not judge freshness.
 func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
 	p, ok := s.currentUser(discardWriter{}, r)
 	if !ok {
 		return time.Time{}, false
 	}
-	g, ok := readGrant(s.session(r))
-	if !ok || !bytes.Equal(g.user, p.handle) || !bytes.Equal(g.signIn, p.signIn) {
+	var at int64
+	found := false
+	for _, g := range readGrants(s.session(r)) {
+		if g.matches(p, "", nil) && (!found || g.at > at) {
+			at, found = g.at, true
+		}
+	}
+	if !found {
 		return time.Time{}, false
 	}
-	return time.Unix(g.at, 0), true
+	return time.Unix(at, 0), true
 }
 
 // discardWriter lets LastReauth reuse currentUser without answering.
@@ -82,14 +339,14 @@ func (discardWriter) Header() http.Header         { return http.Header{} }
 func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (discardWriter) WriteHeader(int)             {}
 
-// Revoke drops the step-up grant from the session and saves it. Call it at
+// Revoke drops every step-up grant from the session and saves it. Call it at
 // sign-out, and after a one-off action (such as deleting the account) whose
 // grant must not be reused. It returns the session store's error, if any.
 func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 	sess := s.session(r)
-	if _, ok := sess.Values[keyGrant]; !ok {
+	if _, ok := sess.Values[keyGrants]; !ok {
 		return nil
 	}
-	delete(sess.Values, keyGrant)
+	delete(sess.Values, keyGrants)
 	return s.save(w, r, sess)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -86,6 +87,16 @@ type Config struct {
 	// FailureWindow is the window of MaxFailures, starting at the first
 	// failure. Default 15 minutes.
 	FailureWindow time.Duration
+	// OnReauthRequired, when set, writes every refusal of a gate for want of
+	// a fresh grant (an HTML page, problem+json, ...) instead of the 403 JSON
+	// or the ReauthURL redirect. Cache-Control is already no-store. Default:
+	// the documented 403 JSON.
+	OnReauthRequired func(w http.ResponseWriter, r *http.Request, info ReauthRequired)
+	// RecordEvidence, when set, receives the evidence of every grant bound to
+	// an operation (see [Bind]) before the grant is recorded; if it returns an
+	// error, verify answers 500 and grants nothing. Keep the evidence to prove
+	// later what the user confirmed ([Evidence.Verify]). Default: none.
+	RecordEvidence func(ctx context.Context, ev Evidence) error
 }
 
 // SignInIdentifier is an optional interface of a [UserStore] whose sign-in
@@ -131,6 +142,10 @@ type StepUp struct {
 	maxFailures int
 	window      time.Duration
 	signIns     SignInIdentifier // nil when Users does not implement it
+	scopes      sync.Map         // scope names of the gates made so far
+
+	onReauthRequired func(http.ResponseWriter, *http.Request, ReauthRequired)
+	recordEvidence   func(context.Context, Evidence) error
 }
 
 // New validates cfg, fills in its defaults and returns a ready [StepUp]. It
@@ -164,6 +179,9 @@ func New(cfg Config) (*StepUp, error) {
 		registry:    cfg.Registry,
 		maxFailures: cfg.MaxFailures,
 		window:      cfg.FailureWindow,
+
+		onReauthRequired: cfg.OnReauthRequired,
+		recordEvidence:   cfg.RecordEvidence,
 	}
 	s.signIns, _ = cfg.Users.(SignInIdentifier)
 	if s.name == "" {

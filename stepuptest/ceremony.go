@@ -22,11 +22,27 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("stepuptest: %s answered %d %s: %s", e.Step, e.Status, e.Code, e.Message)
 }
 
+// Request is what a client may ask of the options handler: a grant for a
+// scope, or for a bound operation (its digest from the gate's 403 body).
+type Request struct {
+	Scope     string `json:"scope,omitempty"`
+	Operation string `json:"operation,omitempty"`
+}
+
 // Options posts to optionsURL with client (whose cookie jar carries the
 // application's sign-in and step-up cookies) and returns the options JSON.
 // A non-200 answer is an *HTTPError.
 func Options(ctx context.Context, client *http.Client, optionsURL string) ([]byte, error) {
-	return post(ctx, client, "options", optionsURL, nil)
+	return OptionsFor(ctx, client, optionsURL, Request{})
+}
+
+// OptionsFor is [Options] for a scoped or bound grant.
+func OptionsFor(ctx context.Context, client *http.Client, optionsURL string, req Request) ([]byte, error) {
+	var body []byte
+	if req != (Request{}) {
+		body, _ = json.Marshal(req)
+	}
+	return post(ctx, client, "options", optionsURL, body)
 }
 
 // Verify posts the assertion JSON to verifyURL and returns the success body.
@@ -41,7 +57,13 @@ func Verify(ctx context.Context, client *http.Client, verifyURL string, assertio
 // opts change the assertion (see [Option]). It returns nil when the server
 // granted the step-up, and an *HTTPError or [ErrNoCredential] otherwise.
 func (a *Authenticator) Reauthenticate(ctx context.Context, client *http.Client, baseURL string, opts ...Option) error {
-	options, err := Options(ctx, client, baseURL+"/api/reauth/options")
+	return a.ReauthenticateFor(ctx, client, baseURL, Request{}, opts...)
+}
+
+// ReauthenticateFor is [Authenticator.Reauthenticate] for a scoped or bound
+// grant.
+func (a *Authenticator) ReauthenticateFor(ctx context.Context, client *http.Client, baseURL string, req Request, opts ...Option) error {
+	options, err := OptionsFor(ctx, client, baseURL+"/api/reauth/options", req)
 	if err != nil {
 		return err
 	}
@@ -79,4 +101,48 @@ func post(ctx context.Context, client *http.Client, step, url string, body []byt
 		return nil, e
 	}
 	return b, nil
+}
+
+// Do sends req with client the way the JS client's fetchWithStepUp does:
+// when the answer is 403 reauthentication_required, it runs the ceremony
+// against baseURL for the scope and operation the refusal names, then sends
+// the identical request once more. req's body must be replayable
+// (http.NewRequest sets GetBody for in-memory bodies).
+func (a *Authenticator) Do(client *http.Client, req *http.Request, baseURL string, opts ...Option) (*http.Response, error) {
+	// Cloned before sending: a client with a cookie jar adds the cookies of
+	// the moment to the request it sends, and the retry needs fresh ones.
+	retry := req.Clone(req.Context())
+	resp, err := client.Do(req)
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		return resp, err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var refusal struct {
+		Error     string `json:"error"`
+		Scope     string `json:"scope"`
+		Operation *struct {
+			Digest string `json:"digest"`
+		} `json:"operation"`
+	}
+	if json.Unmarshal(b, &refusal) != nil || refusal.Error != "reauthentication_required" {
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		return resp, nil
+	}
+	sr := Request{Scope: refusal.Scope}
+	if refusal.Operation != nil {
+		sr.Operation = refusal.Operation.Digest
+	}
+	if err := a.ReauthenticateFor(req.Context(), client, baseURL, sr, opts...); err != nil {
+		return nil, err
+	}
+	if req.GetBody != nil {
+		if retry.Body, err = req.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+	return client.Do(retry)
 }
