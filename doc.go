@@ -35,6 +35,15 @@
 // is refused. [StepUp.Revoke] drops the grant; call it at sign-out and after
 // one-off actions.
 //
+// # Scopes, single use and transaction binding
+//
+// Gate options narrow the window: [Scope] makes a grant open only gates of
+// its scope, [Once] consumes the grant before the handler runs (recorded in
+// the [Registry], so exactly one of concurrent requests passes), and [Bind]
+// binds the grant to the digest of one operation: the ceremony's challenge is
+// SHA-256(nonce ‖ digest), so the signature proves what was confirmed, and
+// [Evidence] lets the application verify that later.
+//
 // # Storage
 //
 // The step-up state lives in a gorilla/sessions session named
@@ -43,9 +52,10 @@
 // whatever the number of passkeys. The cookie is always HttpOnly and
 // SameSite=Lax; its other attributes come from the store. A session that fails
 // to decode (tampered, expired, made under a retired key) counts as empty.
-// With a cookie store the server keeps no state, so a client that replays an
-// older cookie can present a challenge again; see the README's security
-// notes.
+// Because a client can always send an older copy of its cookie, single use
+// (of challenges and of Once and Bind grants) is recorded server-side in
+// Config.Registry; failed attempts are counted there too (429 after
+// Config.MaxFailures).
 //
 // # Errors
 //
@@ -75,15 +85,19 @@
 //	         400 verification_failed     the assertion does not verify
 //	         403 credential_not_owned    the credential belongs to another user
 //	         200 {"status": "ok", "reauthenticated_at": RFC 3339}
+//	options  400 invalid_request         a body that is not {"scope", "operation"} JSON, or an unknown scope
+//	         400 unknown_operation       an operation digest not pending for this user
+//	         429 too_many_attempts       too many failed verifies (Retry-After), also on verify
+//	         503 service_unavailable     the Registry failed, also on verify
 //	gate     401 no_active_session, 500 internal_error
 //	         403 reauthentication_required with "max_age" in seconds,
 //	         or 303 to Config.ReauthURL?return_to=... for a browser navigation
 //
 // # Security events
 //
-// Config.Logger receives events named "stepup.<event>": reauth_succeeded,
-// reauth_failed (attribute "reason" is the error code), gate_denied,
-// cross_origin_refused, session_save_failed and user_store_failed, with the
-// user handle and credential ID in base64url. Challenges, signatures and
-// cookie values are never logged.
+// Config.Logger receives one record per event, its message the event name
+// (the Event constants): reauth_succeeded, reauth_failed (attribute "reason"
+// is the error code), gate_denied, rate_limited, cross_origin_refused,
+// store_failed and options_issued, with the user handle and credential ID in
+// base64url. Challenges, signatures and cookie values are never logged.
 package stepup
