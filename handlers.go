@@ -210,7 +210,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	}
 	assertion, _, err := s.wa.BeginLogin(p.user, loginOpts...)
 	if err != nil {
-		s.storeFailed(r, "users", fmt.Errorf("BeginLogin: %w", err))
+		s.storeFailed(r, "webauthn", fmt.Errorf("BeginLogin: %w", err))
 		writeError(w, errInternal)
 		return
 	}
@@ -218,7 +218,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	if len(opts.AllowedCredentials) == 0 || opts.UserVerification != protocol.VerificationRequired {
 		// BeginLogin builds the list from the same credentials; this is the
 		// last line against a discoverable (anyone's passkey) ceremony.
-		s.storeFailed(r, "users", errors.New("BeginLogin made unconstrained request options"))
+		s.storeFailed(r, "webauthn", errors.New("BeginLogin made unconstrained request options"))
 		writeError(w, errInternal)
 		return
 	}
@@ -237,15 +237,9 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 // or JSON with only the known fields.
 func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest, *apiError) {
 	var req optionsRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOptionsBody))
-	if err != nil {
-		return req, &errBadRequestBody
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return req, nil
-	}
-	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-		return req, &errBadRequestBody
+	body, e := readJSONBody(w, r, maxOptionsBody, errBadRequestBody)
+	if e != nil || len(bytes.TrimSpace(body)) == 0 {
+		return req, e
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -328,7 +322,7 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		writeError(w, e)
 	}
 
-	body, e := readVerifyBody(w, r)
+	body, e := readJSONBody(w, r, maxVerifyBody, errBadRequest)
 	if e != nil {
 		fail(*e, slog.LevelInfo, "")
 		return
@@ -478,20 +472,22 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 // for instances whose clocks run behind.
 const consumeMargin = time.Minute
 
-// readVerifyBody returns the request body, or the refusal for a body that is
-// not JSON or is too large.
-func readVerifyBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
-	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "application/json" {
-		return nil, &errBadRequest
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxVerifyBody))
+// readJSONBody reads r's body, at most max bytes (else 413). A non-empty body
+// must be sent as application/json; bad is the refusal for one that is not
+// or cannot be read.
+func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad apiError) ([]byte, *apiError) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return nil, &errTooLarge
 		}
-		return nil, &errBadRequest
+		return nil, &bad
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			return nil, &bad
+		}
 	}
 	return body, nil
 }

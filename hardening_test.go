@@ -356,3 +356,18 @@ func TestMemoryRegistry(t *testing.T) {
 		t.Errorf("%d concurrent Consume calls won, want 1", won)
 	}
 }
+
+// TestOptionsKeepNoServerState shows that starting ceremonies costs the
+// server no memory: the pending challenges live in the (bounded) session.
+func TestOptionsKeepNoServerState(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	for i := range 300 {
+		c := h.client([]string{"alice", "bob"}[i%2])
+		h.options(c)
+		h.options(c)
+	}
+	if n := h.registry.Len(); n != 0 {
+		t.Errorf("options calls left %d registry entries", n)
+	}
+}
