@@ -443,6 +443,11 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeGrants(sess, newest(append(gs, g), maxGrants))
+	// A server-side store keeps the session under an ID that the cookie
+	// carries: the grant gets a new one, so that an ID planted in the
+	// browser before the step-up (session fixation) never holds a grant.
+	// Cookie stores have no ID.
+	sess.ID = ""
 	writePending(sess, append(ps[:i:i], ps[i+1:]...))
 	if len(p.op) > 0 {
 		var ops []operation

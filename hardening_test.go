@@ -371,3 +371,28 @@ func TestOptionsKeepNoServerState(t *testing.T) {
 		t.Errorf("options calls left %d registry entries", n)
 	}
 }
+
+// TestGrantGetsANewServerSideSessionID plants a step-up session ID known to
+// an attacker in alice's browser before she steps up. With a server-side
+// store (gorilla's FilesystemStore) the grant must land under a new ID, so
+// the attacker's copy, even with alice's stolen sign-in cookie, opens nothing.
+func TestGrantGetsANewServerSideSessionID(t *testing.T) {
+	t.Parallel()
+	store := sessions.NewFilesystemStore(t.TempDir(), securecookie.GenerateRandomKey(32))
+	h := newHarness(t, func(c *stepup.Config) { c.Store = store })
+	attacker := h.client("bob")
+	h.options(attacker) // a real step-up session on the server, ID in the cookie
+	planted := h.stepupCookie(attacker)
+
+	alice := h.client("alice")
+	h.setStepupCookie(alice, planted)
+	h.reauth(alice)
+	h.expectGrant(alice)
+	if h.stepupCookie(alice) == planted {
+		t.Error("the grant was saved under the planted session ID")
+	}
+
+	h.signIn(attacker, "alice") // stolen sign-in cookie
+	h.setStepupCookie(attacker, planted)
+	h.expectNoGrant(attacker)
+}
