@@ -182,8 +182,7 @@ func (signInUsers) SignInID(r *http.Request) (string, error) {
 
 func TestGrantDoesNotOutliveItsSignIn(t *testing.T) {
 	t.Parallel()
-	var h *harness
-	h = newHarness(t, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
+	h := newHarness(t, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
 	c := h.client("alice")
 	setSID := func(v string) {
 		c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "sid", Value: v, Path: "/"}})
