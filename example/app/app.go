@@ -1,0 +1,289 @@
+// Package app is the example application of stepup: a small pretend bank
+// where a newcomer creates an account with a passkey, signs out and in again
+// with it, and uses three sensitive actions that ask to confirm it's you
+// when the last confirmation is too old:
+//
+//   - change password: a confirmation of the last 5 minutes;
+//   - send a payment: a confirmation of the last minute;
+//   - delete the account: a confirmation of the last minute, used up by
+//     the deletion.
+//
+// A fourth route, the "Your data" page, is a gated page that a browser
+// navigates to: without a fresh confirmation it redirects to /reauth, which
+// confirms and sends the user back.
+//
+// Everything lives in memory. Run it with `go run ./example` from the
+// repository root.
+package app
+
+import (
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+
+	"github.com/passkey-stepup/stepup"
+)
+
+// How recent a confirmation each sensitive action needs.
+const (
+	PasswordMaxAge = 5 * time.Minute
+	PaymentMaxAge  = time.Minute
+	DeleteMaxAge   = time.Minute
+	DataMaxAge     = 5 * time.Minute
+)
+
+// DefaultOrigin is where the demo expects the browser by default.
+const DefaultOrigin = "http://localhost:8080"
+
+// Options configures the demo. Every field may be left zero.
+type Options struct {
+	// Origin is the scheme, host and port the browser uses, such as
+	// "http://localhost:8080"; the WebAuthn relying party ID is its host
+	// name. It must be https, or http on localhost; never an IP address.
+	// Default DefaultOrigin.
+	Origin string
+	// HashKey and BlockKey are the keys of the step-up cookie (32 or 64
+	// bytes to authenticate it; 16, 24 or 32 bytes to encrypt it). Give both
+	// or neither. Default: random keys made by New.
+	HashKey, BlockKey []byte
+	// Now is the clock of every time decision. Default time.Now.
+	Now func() time.Time
+	// Users is the user table. Default: a new empty one.
+	Users *Users
+	// Logger receives the demo's and stepup's events. Default: discarded.
+	Logger *slog.Logger
+}
+
+//go:embed templates static
+var files embed.FS
+
+// server is the demo application.
+type server struct {
+	origin   string
+	rpID     string
+	wa       *webauthn.WebAuthn
+	su       *stepup.StepUp
+	users    *Users
+	accounts accounts
+	signIn   *signInSessions
+	now      func() time.Time
+	log      *slog.Logger
+	pages    map[string]*template.Template
+}
+
+// New returns the demo as an http.Handler, or an error for invalid options.
+func New(opts Options) (http.Handler, error) {
+	if opts.Origin == "" {
+		opts.Origin = DefaultOrigin
+	}
+	origin, err := url.Parse(opts.Origin)
+	if err != nil || origin.Host == "" || origin.Path != "" && origin.Path != "/" || origin.RawQuery != "" {
+		return nil, fmt.Errorf("app: origin %q is not of the form http://host:port", opts.Origin)
+	}
+	if net.ParseIP(origin.Hostname()) != nil {
+		return nil, fmt.Errorf("app: origin %q: passkeys need a host name, not an IP address (use localhost)", opts.Origin)
+	}
+	local := isLocalhost(origin.Hostname())
+	if origin.Scheme != "https" && (origin.Scheme != "http" || !local) {
+		return nil, fmt.Errorf("app: origin %q must be https, or http on localhost (passkeys need a secure context)", opts.Origin)
+	}
+	if (opts.HashKey == nil) != (opts.BlockKey == nil) {
+		return nil, errors.New("app: give both step-up cookie keys or neither")
+	}
+	if opts.HashKey == nil {
+		opts.HashKey = securecookie.GenerateRandomKey(32)
+		opts.BlockKey = securecookie.GenerateRandomKey(32)
+	}
+	if n := len(opts.HashKey); n != 32 && n != 64 {
+		return nil, fmt.Errorf("app: the step-up hash key must be 32 or 64 bytes, not %d", n)
+	}
+	if n := len(opts.BlockKey); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("app: the step-up block key must be 16, 24 or 32 bytes, not %d", n)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Users == nil {
+		opts.Users = NewUsers()
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+
+	s := &server{
+		origin: origin.Scheme + "://" + origin.Host,
+		rpID:   origin.Hostname(),
+		users:  opts.Users,
+		now:    opts.Now,
+		log:    opts.Logger,
+	}
+	// Browsers treat http://localhost as secure, but a Secure cookie over
+	// plain http confuses other clients; on localhost the cookies go
+	// without it.
+	secure := !local
+	s.signIn = newSignInSessions(secure, s.log)
+	s.accounts = accounts{users: s.users, signIn: s.signIn, now: s.now}
+
+	s.wa, err = webauthn.New(&webauthn.Config{
+		RPID:          s.rpID,
+		RPDisplayName: "Step-up demo bank",
+		RPOrigins:     []string{s.origin},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+
+	store := sessions.NewCookieStore(opts.HashKey, opts.BlockKey)
+	store.Options = &sessions.Options{Path: "/", HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
+	store.MaxAge(int(signInLifetime / time.Second))
+	s.su, err = stepup.New(stepup.Config{
+		WebAuthn:  s.wa,
+		Store:     store,
+		Users:     s.accounts,
+		Now:       s.now,
+		ReauthURL: "/reauth",
+		Logger:    s.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
+
+	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	return s.routes(), nil
+}
+
+// isLocalhost reports whether browsers treat host as this machine (and
+// http on it as a secure context).
+func isLocalhost(host string) bool {
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
+}
+
+func (s *server) routes() http.Handler {
+	gate := s.su.RequireRecentReauth
+	mux := http.NewServeMux()
+
+	mux.HandleFunc("GET /{$}", s.home)
+	mux.HandleFunc("GET /reauth", s.reauthPage)
+	mux.Handle("GET /account/data", gate(DataMaxAge)(http.HandlerFunc(s.dataPage)))
+	static, _ := fs.Sub(files, "static")
+	mux.Handle("GET /static/", noCache(http.StripPrefix("/static/", http.FileServerFS(static))))
+
+	// stepup: the browser client and the ceremony.
+	mux.Handle("GET /stepup.js", s.su.ScriptHandler())
+	mux.Handle("POST /api/reauth/options", s.su.OptionsHandler())
+	mux.Handle("POST /api/reauth/verify", s.su.VerifyHandler())
+
+	// The demo's own accounts.
+	mux.HandleFunc("POST /api/signup/begin", s.signUpBegin)
+	mux.HandleFunc("POST /api/signup/finish", s.signUpFinish)
+	mux.HandleFunc("POST /api/signin/begin", s.signInBegin)
+	mux.HandleFunc("POST /api/signin/finish", s.signInFinish)
+	mux.HandleFunc("POST /signout", s.signOut)
+
+	// The sensitive actions.
+	mux.Handle("POST /api/account/password", gate(PasswordMaxAge)(http.HandlerFunc(s.changePassword)))
+	mux.Handle("POST /api/account/payment", gate(PaymentMaxAge)(http.HandlerFunc(s.sendPayment)))
+	mux.Handle("POST /api/account/delete", gate(DeleteMaxAge)(http.HandlerFunc(s.deleteAccount)))
+
+	// Every unsafe request from another site is refused, before any
+	// handler or gate runs.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "demo.cross_origin_refused", slog.String("path", r.URL.Path))
+		apiError(w, http.StatusForbidden, "cross_origin_request", "Requests from other sites are not allowed.")
+	}))
+	return securityHeaders(cop.Handler(mux))
+}
+
+// securityHeaders sets the headers every answer carries. The pages load
+// scripts and styles only from this origin, so no inline script can run.
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "+
+			"connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "same-origin")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func noCache(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeJSON sends v as JSON. Answers about accounts are never cached.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// apiError sends {"error": code, "message": message}: the code for the
+// page's logic, the message for the person.
+func apiError(w http.ResponseWriter, status int, code, message string) {
+	writeJSON(w, status, map[string]string{"error": code, "message": message})
+}
+
+func internalError(w http.ResponseWriter) {
+	apiError(w, http.StatusInternalServerError, "internal_error", "Something went wrong on our side. Try again.")
+}
+
+// maxBody is the largest JSON request the demo reads.
+const maxBody = 64 << 10
+
+// readBody returns a JSON request body, or answers 400 or 413 and returns
+// false.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		apiError(w, http.StatusBadRequest, "invalid_request", "The request must be JSON.")
+		return nil, false
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			apiError(w, http.StatusRequestEntityTooLarge, "request_too_large", "The request is too large.")
+		} else {
+			apiError(w, http.StatusBadRequest, "invalid_request", "The request could not be read.")
+		}
+		return nil, false
+	}
+	return b, true
+}
+
+// decodeBody reads a JSON request body into v, or answers 400 and returns
+// false.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	b, ok := readBody(w, r)
+	if !ok {
+		return false
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		apiError(w, http.StatusBadRequest, "invalid_request", "The request is not what this page sends.")
+		return false
+	}
+	return true
+}

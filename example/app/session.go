@@ -1,0 +1,119 @@
+package app
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/securecookie"
+	"github.com/gorilla/sessions"
+)
+
+// The demo's own sign-in session: a cookie that says who is signed in and
+// holds the sign-up and sign-in ceremonies in progress. It is separate from
+// the step-up session, which stepup keeps in its own cookie.
+const (
+	signInCookie   = "demo_session"
+	signInLifetime = 8 * time.Hour
+	// ceremonyTTL is how long a started sign-up or sign-in stays valid.
+	ceremonyTTL = 5 * time.Minute
+	// maxPendingSignIns is how many sign-ins a session keeps, so that two
+	// tabs can each finish theirs.
+	maxPendingSignIns = 3
+
+	keyUser    = "uid"
+	keySignIn  = "sid"
+	keySignUp  = "signup"
+	keySignIns = "signins"
+)
+
+type signInSessions struct {
+	store *sessions.CookieStore
+	log   *slog.Logger
+}
+
+// newSignInSessions makes the sign-in cookie store. Its keys are made at
+// start: the users live in memory, so a restart signs everyone out anyway.
+func newSignInSessions(secure bool, log *slog.Logger) *signInSessions {
+	store := sessions.NewCookieStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32))
+	store.Options = &sessions.Options{Path: "/", HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
+	store.MaxAge(int(signInLifetime / time.Second))
+	return &signInSessions{store: store, log: log}
+}
+
+// get returns the request's sign-in session. A cookie that does not decode
+// (expired, tampered, from before a restart) gives an empty session.
+func (s *signInSessions) get(r *http.Request) *sessions.Session {
+	sess, err := s.store.Get(r, signInCookie)
+	if err != nil {
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "demo.session_unreadable", slog.String("cause", err.Error()))
+	}
+	if sess == nil {
+		sess = sessions.NewSession(s.store, signInCookie)
+	}
+	return sess
+}
+
+// userID returns the handle of the signed-in user.
+func (s *signInSessions) userID(r *http.Request) ([]byte, bool) {
+	id, ok := s.get(r).Values[keyUser].([]byte)
+	return id, ok && len(id) > 0
+}
+
+// signInID returns the random identifier of the request's sign-in, made
+// when the user signed in.
+func (s *signInSessions) signInID(r *http.Request) (string, bool) {
+	sess := s.get(r)
+	id, ok := sess.Values[keySignIn].(string)
+	if _, user := sess.Values[keyUser].([]byte); !user {
+		return "", false
+	}
+	return id, ok && id != ""
+}
+
+// signInAs records id as the signed-in user, with a new sign-in identifier,
+// and drops ceremonies in progress.
+func signInAs(sess *sessions.Session, id []byte) {
+	sess.Values = map[any]any{keyUser: id, keySignIn: rand.Text()}
+}
+
+// signOut empties the session and expires its cookie.
+func signOut(sess *sessions.Session) {
+	sess.Values = map[any]any{}
+	o := *sess.Options
+	o.MaxAge = -1
+	sess.Options = &o
+}
+
+// pendingSignUp is a started registration: the name asked for, the user
+// handle made for it, and go-webauthn's session data.
+type pendingSignUp struct {
+	Name    string               `json:"name"`
+	Data    webauthn.SessionData `json:"data"`
+	Expires int64                `json:"expires"` // Unix seconds
+}
+
+// pendingSignIn is a started discoverable sign-in.
+type pendingSignIn struct {
+	Data    webauthn.SessionData `json:"data"`
+	Expires int64                `json:"expires"` // Unix seconds
+}
+
+// The ceremonies are kept as JSON bytes: gob then needs no registration.
+
+func putJSON(sess *sessions.Session, key string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		delete(sess.Values, key)
+		return
+	}
+	sess.Values[key] = b
+}
+
+func getJSON(sess *sessions.Session, key string, v any) bool {
+	b, ok := sess.Values[key].([]byte)
+	return ok && json.Unmarshal(b, v) == nil
+}

@@ -1,0 +1,116 @@
+// Command example runs the stepup demo: a pretend bank with passkey sign-up
+// and sign-in, whose sensitive actions ask you to confirm it's you.
+//
+// From the repository root:
+//
+//	go run ./example
+//
+// then open http://localhost:8080. Nothing needs configuring. Flags:
+//
+//	-addr     address to listen on (default localhost:8080)
+//	-origin   the address the browser uses, if not http://<addr>
+//
+// The step-up cookie keys come from STEPUP_HASH_KEY (32 or 64 bytes) and
+// STEPUP_BLOCK_KEY (16, 24 or 32 bytes), hex-encoded, or are made at start.
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/passkey-stepup/stepup/example/app"
+)
+
+func main() {
+	addr := flag.String("addr", "localhost:8080", "address to listen on")
+	origin := flag.String("origin", "", "the origin the browser uses (default http://<addr>, with localhost for a loopback or empty host)")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(*addr, *origin, log); err != nil {
+		fmt.Fprintln(os.Stderr, "example:", err)
+		os.Exit(1)
+	}
+}
+
+func run(addr, origin string, log *slog.Logger) error {
+	if origin == "" {
+		origin = originOf(addr)
+	}
+	hashKey, blockKey, err := keysFromEnv()
+	if err != nil {
+		return err
+	}
+	if hashKey == nil {
+		log.Info("made new step-up cookie keys; set STEPUP_HASH_KEY and STEPUP_BLOCK_KEY (hex) to keep confirmations across restarts")
+	}
+	handler, err := app.New(app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	fmt.Fprintf(os.Stderr, "Step-up demo: open %s in your browser (Ctrl-C stops it)\n", origin)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// originOf is the origin a browser uses for addr: http, with localhost for
+// a loopback or empty host (WebAuthn refuses IP addresses as relying party).
+func originOf(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// keysFromEnv reads the step-up cookie keys, or returns nil keys when
+// neither variable is set.
+func keysFromEnv() (hashKey, blockKey []byte, err error) {
+	h, b := os.Getenv("STEPUP_HASH_KEY"), os.Getenv("STEPUP_BLOCK_KEY")
+	if h == "" && b == "" {
+		return nil, nil, nil
+	}
+	if h == "" || b == "" {
+		return nil, nil, errors.New("set both STEPUP_HASH_KEY and STEPUP_BLOCK_KEY, or neither")
+	}
+	if hashKey, err = hex.DecodeString(h); err != nil {
+		return nil, nil, fmt.Errorf("STEPUP_HASH_KEY is not hex: %w", err)
+	}
+	if blockKey, err = hex.DecodeString(b); err != nil {
+		return nil, nil, fmt.Errorf("STEPUP_BLOCK_KEY is not hex: %w", err)
+	}
+	return hashKey, blockKey, nil
+}
