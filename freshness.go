@@ -117,18 +117,23 @@ func (r *reader) bytes(min, max int) []byte {
 	return v
 }
 
-// decodeList decodes a version byte followed by at most max records.
-func decodeList[T any](b []byte, max int, record func(*reader) T) ([]T, bool) {
+// decodeList decodes a version byte followed by at most max records,
+// appending them to dst[:0]. The reader goes to record by value so that it
+// stays on the stack, and a dst with room for max records is never grown:
+// a caller that passes an array decodes without allocating.
+func decodeList[T any](dst []T, b []byte, max int, record func(reader) (T, reader)) ([]T, bool) {
 	if len(b) < 1 || b[0] != recordVersion {
 		return nil, false
 	}
 	r := reader{b: b[1:], ok: true}
-	var out []T
+	out := dst[:0]
 	for len(r.b) > 0 && r.ok {
 		if len(out) == max {
 			return nil, false
 		}
-		out = append(out, record(&r))
+		var v T
+		v, r = record(r)
+		out = append(out, v)
 	}
 	if !r.ok {
 		return nil, false
@@ -148,8 +153,8 @@ func writeGrant(w writer, g grant) writer {
 	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id)
 }
 
-func readGrantRecord(r *reader) grant {
-	return grant{
+func readGrantRecord(r reader) (grant, reader) {
+	g := grant{
 		at:     r.int(),
 		signIn: r.bytes(0, signInTagLen),
 		user:   r.bytes(1, maxHandleLen),
@@ -157,14 +162,15 @@ func readGrantRecord(r *reader) grant {
 		op:     r.bytes(0, 32),
 		id:     r.bytes(16, 16),
 	}
+	return g, r // after the reads: operands of one statement have no set order
 }
 
 func writePendingRecord(w writer, p pending) writer {
 	return w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op)
 }
 
-func readPendingRecord(r *reader) pending {
-	return pending{
+func readPendingRecord(r reader) (pending, reader) {
+	p := pending{
 		expires:   r.int(),
 		challenge: r.bytes(16, 64),
 		user:      r.bytes(1, maxHandleLen),
@@ -172,30 +178,34 @@ func readPendingRecord(r *reader) pending {
 		nonce:     r.bytes(0, 32),
 		op:        r.bytes(0, 32),
 	}
+	return p, r // after the reads: operands of one statement have no set order
 }
 
 func writeOperationRecord(w writer, o operation) writer {
 	return w.int(o.expires).bytes(o.user).bytes(o.digest).bytes(o.description)
 }
 
-func readOperationRecord(r *reader) operation {
-	return operation{
+func readOperationRecord(r reader) (operation, reader) {
+	o := operation{
 		expires:     r.int(),
 		user:        r.bytes(1, maxHandleLen),
 		digest:      r.bytes(32, 32),
 		description: r.bytes(0, maxDescriptionLen),
 	}
+	return o, r // after the reads: operands of one statement have no set order
 }
 
-func encodeGrants(gs []grant) []byte        { return encodeList(gs, writeGrant) }
-func decodeGrants(b []byte) ([]grant, bool) { return decodeList(b, maxGrants, readGrantRecord) }
-func encodePending(ps []pending) []byte     { return encodeList(ps, writePendingRecord) }
+func encodeGrants(gs []grant) []byte { return encodeList(gs, writeGrant) }
+func decodeGrants(dst []grant, b []byte) ([]grant, bool) {
+	return decodeList(dst, b, maxGrants, readGrantRecord)
+}
+func encodePending(ps []pending) []byte { return encodeList(ps, writePendingRecord) }
 func decodePending(b []byte) ([]pending, bool) {
-	return decodeList(b, maxPending, readPendingRecord)
+	return decodeList(nil, b, maxPending, readPendingRecord)
 }
 func encodeOperations(ops []operation) []byte { return encodeList(ops, writeOperationRecord) }
 func decodeOperations(b []byte) ([]operation, bool) {
-	return decodeList(b, maxOperations, readOperationRecord)
+	return decodeList(nil, b, maxOperations, readOperationRecord)
 }
 
 // session returns the step-up session of r. A session that cannot be read
@@ -228,8 +238,10 @@ func put(sess *sessions.Session, key string, b []byte, empty bool) {
 	sess.Values[key] = b
 }
 
-func readGrants(sess *sessions.Session) []grant {
-	gs, _ := decodeGrants(value(sess, keyGrants))
+// readGrants decodes the grants of sess into dst[:0] (nil allocates; an
+// array of maxGrants does not).
+func readGrants(dst []grant, sess *sessions.Session) []grant {
+	gs, _ := decodeGrants(dst, value(sess, keyGrants))
 	return gs
 }
 

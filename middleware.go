@@ -162,7 +162,8 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 
 	sess := s.session(r)
 	now := s.now()
-	gs := readGrants(sess)
+	var buf [maxGrants]grant
+	gs := readGrants(buf[:0], sess)
 	i, reason := pickGrant(gs, p, g.scope, op, now, g.maxAge)
 	if i >= 0 && !g.once && g.bind == nil {
 		next.ServeHTTP(w, r)
@@ -321,7 +322,7 @@ func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
 	}
 	var at int64
 	found := false
-	for _, g := range readGrants(s.session(r)) {
+	for _, g := range readGrants(nil, s.session(r)) {
 		if g.matches(p, "", nil) && (!found || g.at > at) {
 			at, found = g.at, true
 		}
