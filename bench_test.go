@@ -25,6 +25,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"github.com/passkey-stepup/stepup"
+	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
 // benchMaxAge is the gate's maxAge in the benchmarks.
@@ -96,7 +97,7 @@ func BenchmarkGate(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			sess.Values[handwrittenKey] = handwrittenRecord(time.Now().Unix(), e.user.handle)
+			sess.Values[handwrittenKey] = handwrittenRecord(time.Now().Unix(), e.user.Handle)
 			w := newBenchWriter()
 			b.ReportAllocs()
 			cpu := startCPU()
@@ -241,7 +242,7 @@ func BenchmarkVerify(b *testing.B) {
 	pendingKey, _ := e.sessionValue(b, withPending, "pending")
 	b.Run("impl=floor", func(b *testing.B) {
 		cases := e.prepareVerify(b, b.N)
-		user := &testUser{handle: e.user.handle, name: e.user.name, creds: []webauthn.Credential{e.user.creds[0]}}
+		user := &stepuptest.User{Handle: e.user.Handle, Name: e.user.Name, Credentials: []webauthn.Credential{e.user.Credentials[0]}}
 		w := newBenchWriter()
 		b.ReportAllocs()
 		b.ResetTimer()
@@ -257,14 +258,14 @@ func BenchmarkVerify(b *testing.B) {
 			cred, err := e.wa.ValidateLogin(user, webauthn.SessionData{
 				Challenge:        c.challenge,
 				RelyingPartyID:   testRPID,
-				UserID:           user.handle,
+				UserID:           user.Handle,
 				UserVerification: protocol.VerificationRequired,
 			}, parsed)
 			if err != nil {
 				b.Fatal(err)
 			}
-			user.creds[0] = *cred
-			sess.Values[handwrittenKey] = handwrittenRecord(time.Now().Unix(), user.handle)
+			user.Credentials[0] = *cred
+			sess.Values[handwrittenKey] = handwrittenRecord(time.Now().Unix(), user.Handle)
 			delete(sess.Values, pendingKey)
 			if err := e.cookies.Save(c.req, w, sess); err != nil {
 				b.Fatal(err)

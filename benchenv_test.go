@@ -26,7 +26,7 @@ import (
 )
 
 // benchUserKey is the context key under which the application's auth
-// middleware has put the signed-in *testUser.
+// middleware has put the signed-in *stepuptest.User.
 type benchUserKey struct{}
 
 // benchUsers is a UserStore whose CurrentUser costs what an application's
@@ -35,11 +35,11 @@ type benchUserKey struct{}
 // work on them under a lock, so that sign counters really advance.
 type benchUsers struct {
 	mu   sync.Mutex
-	user *testUser
+	user *stepuptest.User
 }
 
 func (s *benchUsers) CurrentUser(r *http.Request) (webauthn.User, error) {
-	u, _ := r.Context().Value(benchUserKey{}).(*testUser)
+	u, _ := r.Context().Value(benchUserKey{}).(*stepuptest.User)
 	if u == nil {
 		return nil, stepup.ErrNoActiveSession
 	}
@@ -49,9 +49,9 @@ func (s *benchUsers) CurrentUser(r *http.Request) (webauthn.User, error) {
 func (s *benchUsers) CredentialByID(_ context.Context, id []byte) (webauthn.Credential, []byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.user.creds {
+	for _, c := range s.user.Credentials {
 		if bytes.Equal(c.ID, id) {
-			return c, s.user.handle, nil
+			return c, s.user.Handle, nil
 		}
 	}
 	return webauthn.Credential{}, nil, stepup.ErrUnknownCredential
@@ -60,9 +60,9 @@ func (s *benchUsers) CredentialByID(_ context.Context, id []byte) (webauthn.Cred
 func (s *benchUsers) UpdateCredential(_ context.Context, owner []byte, cred webauthn.Credential) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := range s.user.creds {
-		if bytes.Equal(s.user.creds[i].ID, cred.ID) && bytes.Equal(s.user.handle, owner) {
-			s.user.creds[i] = cred
+	for i := range s.user.Credentials {
+		if bytes.Equal(s.user.Credentials[i].ID, cred.ID) && bytes.Equal(s.user.Handle, owner) {
+			s.user.Credentials[i] = cred
 			return nil
 		}
 	}
@@ -95,7 +95,7 @@ type benchEnv struct {
 	cookies *sessions.CookieStore // the real store the floors use
 	store   sessions.Store        // what stepup was given (cookies unless wrapped)
 	users   *benchUsers
-	user    *testUser
+	user    *stepuptest.User
 	auth    *stepuptest.Authenticator
 	su      *stepup.StepUp // defaults: real time
 	stale   *stepup.StepUp // an hour behind: its grants are too old for su's gate
@@ -119,10 +119,10 @@ func newBenchEnv(tb testing.TB, passkeys int, wrap func(*sessions.CookieStore) s
 		wa:      wa,
 		cookies: sessions.NewCookieStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)),
 		auth:    stepuptest.New(testOrigin),
-		user:    &testUser{handle: []byte("handle-alice"), name: "alice"},
+		user:    &stepuptest.User{Handle: []byte("handle-alice"), Name: "alice"},
 	}
 	for range passkeys {
-		e.user.creds = append(e.user.creds, e.auth.Register(testRPID, e.user.handle))
+		e.user.Credentials = append(e.user.Credentials, e.auth.Register(testRPID, e.user.Handle))
 	}
 	e.users = &benchUsers{user: e.user}
 	e.store = e.cookies

@@ -8,6 +8,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/passkey-stepup/stepup"
+	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
 func TestNewRejectsIncompleteConfig(t *testing.T) {
@@ -17,7 +18,7 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := sessions.NewCookieStore([]byte("0123456789abcdef0123456789abcdef"))
-	users := &users{byName: map[string]*testUser{}}
+	users := stepuptest.NewUsers()
 	for _, tc := range []struct {
 		name string
 		cfg  stepup.Config

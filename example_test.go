@@ -13,11 +13,12 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/passkey-stepup/stepup"
+	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
 // appUsers stands for the application's own users and sign-in session. A
 // real application reads its session cookie and its database here.
-type appUsers struct{ signedIn map[string]*testUser }
+type appUsers struct{ signedIn map[string]*stepuptest.User }
 
 func (a appUsers) CurrentUser(r *http.Request) (webauthn.User, error) {
 	if u, ok := a.signedIn[r.Header.Get("X-Demo-User")]; ok {
@@ -70,7 +71,7 @@ func ExampleNew() {
 
 func ExampleStepUp_RequireRecentReauth() {
 	wa, _ := webauthn.New(&webauthn.Config{RPID: "example.com", RPDisplayName: "Example", RPOrigins: []string{"https://example.com"}})
-	users := appUsers{signedIn: map[string]*testUser{"ada": {handle: []byte("user-ada"), name: "ada"}}}
+	users := appUsers{signedIn: map[string]*stepuptest.User{"ada": {Handle: []byte("user-ada"), Name: "ada"}}}
 	su, _ := stepup.New(stepup.Config{
 		WebAuthn: wa,
 		Store:    sessions.NewCookieStore([]byte("hash-key-of-32-bytes-from-config")),

@@ -31,7 +31,7 @@ func FuzzVerifyBody(f *testing.F) {
 		stepuptest.WithBadSignature(),
 		stepuptest.WithoutUserVerification(),
 		stepuptest.WithOrigin("https://evil.example"),
-		stepuptest.WithCredential(h.users.byName["bob"].creds[0].ID),
+		stepuptest.WithCredential(h.users.cred("bob", 0).ID),
 	} {
 		f.Add(h.assert(options, opt))
 	}
@@ -58,7 +58,7 @@ func FuzzVerifyBody(f *testing.F) {
 			if strings.Contains(rec.Body.String(), `"error":"`+code+`"`) {
 				// The session the handler wrote must still open nothing.
 				g := httptest.NewRequest(http.MethodPost, "/sensitive", nil)
-				g.AddCookie(&http.Cookie{Name: "uid", Value: "alice"})
+				g.AddCookie(&http.Cookie{Name: stepuptest.SignInCookie, Value: "alice"})
 				for _, ck := range rec.Result().Cookies() {
 					g.AddCookie(ck)
 				}
@@ -88,7 +88,7 @@ func FuzzStepUpCookie(f *testing.F) {
 	}))
 	f.Fuzz(func(t *testing.T, value string) {
 		req := httptest.NewRequest(http.MethodPost, "/sensitive", nil)
-		req.Header.Set("Cookie", "uid=bob; stepup="+value) // bob signed in, someone's cookie
+		req.Header.Set("Cookie", stepuptest.SignInCookie+"=bob; stepup="+value) // bob signed in, someone's cookie
 		rec := recorded(gate, req)
 		switch {
 		case rec.Code == http.StatusForbidden:
@@ -126,7 +126,7 @@ func FuzzReturnTo(f *testing.F) {
 		nav := httptest.NewRequest(http.MethodGet, "/", nil)
 		nav.URL = &url.URL{Path: s, RawQuery: "q=" + url.QueryEscape(s)}
 		nav.Header.Set("Accept", "text/html")
-		nav.Header.Set("Cookie", "uid=alice")
+		nav.Header.Set("Cookie", stepuptest.SignInCookie+"=alice")
 		rec := recorded(gate, nav)
 		if rec.Code != http.StatusSeeOther {
 			t.Fatalf("navigation answered %d", rec.Code)

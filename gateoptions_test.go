@@ -121,7 +121,7 @@ func TestOnceConcurrentRequestsExactlyOnePasses(t *testing.T) {
 		wg.Go(func() {
 			base := []string{h.srv.URL, srv2.URL}[i%2]
 			req, _ := http.NewRequestWithContext(h.ctx(), http.MethodPost, base+"/once", nil)
-			req.Header.Set("Cookie", "uid=alice; stepup="+cookie)
+			req.Header.Set("Cookie", stepuptest.SignInCookie+"=alice; stepup="+cookie)
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
@@ -218,7 +218,7 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 		t.Fatalf("%d evidence records", len(evidence))
 	}
 	ev := evidence[0]
-	pub := h.users.byName["alice"].creds[0].PublicKey
+	pub := h.users.cred("alice", 0).PublicKey
 	if err := ev.Verify(pub, testRPID); err != nil {
 		t.Fatalf("evidence: %v", err)
 	}
@@ -230,7 +230,7 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 	if err := forged.Verify(pub, testRPID); !errors.Is(err, stepup.ErrEvidenceInvalid) {
 		t.Errorf("evidence for another amount verified: %v", err)
 	}
-	if err := ev.Verify(h.users.byName["bob"].creds[0].PublicKey, testRPID); err == nil {
+	if err := ev.Verify(h.users.cred("bob", 0).PublicKey, testRPID); err == nil {
 		t.Error("evidence verified with another key")
 	}
 	if err := ev.Verify(pub, "evil.example"); err == nil {
@@ -358,11 +358,11 @@ func TestOnReauthRequiredWritesTheRefusal(t *testing.T) {
 func TestFullSessionFitsACookie(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
-	long := h.users.add(strings.Repeat("x", 57)) // a 64-byte handle
+	long := h.users.Add(strings.Repeat("x", 57)) // a 64-byte handle
 	for range 50 {
-		long.creds = append(long.creds, h.auth.Register(testRPID, long.handle))
+		h.users.AddCredential(long.Name, h.auth.Register(testRPID, long.Handle))
 	}
-	c := h.client(long.name)
+	c := h.client(long.Name)
 	c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "sid", Value: "s", Path: "/"}})
 	h.reauthFor(c, stepuptest.Request{Scope: "password"})
 	h.reauthFor(c, stepuptest.Request{Scope: "payments"})

@@ -99,12 +99,12 @@ func TestOptionsContract(t *testing.T) {
 	if o.RPID != testRPID || o.UserVerification != "required" || o.Timeout != 120000 {
 		t.Errorf("rpId %q userVerification %q timeout %d", o.RPID, o.UserVerification, o.Timeout)
 	}
-	alice := h.users.byName["alice"]
+	alice, _ := h.users.User("alice")
 	if len(o.AllowCredentials) != 1 {
 		t.Fatalf("allowCredentials %+v, want exactly alice's one passkey", o.AllowCredentials)
 	}
 	ac := o.AllowCredentials[0]
-	if ac.Type != "public-key" || ac.ID != base64.RawURLEncoding.EncodeToString(alice.creds[0].ID) ||
+	if ac.Type != "public-key" || ac.ID != base64.RawURLEncoding.EncodeToString(alice.Credentials[0].ID) ||
 		strings.Join(ac.Transports, ",") != "internal,hybrid" {
 		t.Errorf("allowCredentials[0] = %+v", ac)
 	}
@@ -140,7 +140,7 @@ func TestOptionsRefusals(t *testing.T) {
 		{"foreign Origin reject", "alice", http.MethodPost, http.Header{"Origin": {"https://evil.example"}}, nil, 403, "cross_origin_request"},
 		{"nobody signed in reject", "", http.MethodPost, nil, nil, 401, "no_active_session"},
 		{"user store down reject", "alice", http.MethodPost, nil, func(h *harness) { h.users.failCurrent.Store(true) }, 500, "internal_error"},
-		{"no passkeys reject", "alice", http.MethodPost, nil, func(h *harness) { h.users.removeCredentials("alice") }, 409, "no_credentials"},
+		{"no passkeys reject", "alice", http.MethodPost, nil, func(h *harness) { h.users.SetCredentials("alice", nil) }, 409, "no_credentials"},
 		{"session save fails reject", "alice", http.MethodPost, nil, func(h *harness) { h.store.failSave.Store(true) }, 500, "internal_error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -188,7 +188,7 @@ func TestVerifyRefusals(t *testing.T) {
 		}, 403, "cross_origin_request"},
 		{"signed out reject", func(s setup) response {
 			a := ceremony(s)
-			s.c.Jar.SetCookies(mustURL(s.h.srv.URL), []*http.Cookie{{Name: "uid", Value: "", Path: "/", MaxAge: -1}})
+			s.c.Jar.SetCookies(mustURL(s.h.srv.URL), []*http.Cookie{{Name: stepuptest.SignInCookie, Value: "", Path: "/", MaxAge: -1}})
 			return s.h.verify(s.c, a)
 		}, 401, "no_active_session"},
 		{"user store down reject", func(s setup) response {
@@ -229,7 +229,7 @@ func TestVerifyRefusals(t *testing.T) {
 		{"challenge issued to another user reject", func(s setup) response {
 			opts := s.h.options(s.c) // issued to alice
 			s.h.signIn(s.c, "bob")
-			return s.h.verify(s.c, s.h.assert(opts, stepuptest.WithCredential(s.h.users.byName["bob"].creds[0].ID)))
+			return s.h.verify(s.c, s.h.assert(opts, stepuptest.WithCredential(s.h.users.cred("bob", 0).ID)))
 		}, 400, "challenge_expired"},
 		{"replayed assertion reject", func(s setup) response {
 			a := ceremony(s)
@@ -255,10 +255,10 @@ func TestVerifyRefusals(t *testing.T) {
 			return s.h.verify(s.c, a)
 		}, 500, "internal_error"},
 		{"another user's valid passkey reject", func(s setup) response {
-			return s.h.verify(s.c, ceremony(s, stepuptest.WithCredential(s.h.users.byName["bob"].creds[0].ID)))
+			return s.h.verify(s.c, ceremony(s, stepuptest.WithCredential(s.h.users.cred("bob", 0).ID)))
 		}, 403, "credential_not_owned"},
 		{"another user's valid passkey without userHandle reject", func(s setup) response {
-			bob := s.h.users.byName["bob"].creds[0].ID
+			bob := s.h.users.cred("bob", 0).ID
 			return s.h.verify(s.c, ceremony(s, stepuptest.WithCredential(bob), stepuptest.WithoutUserHandle()))
 		}, 403, "credential_not_owned"},
 		{"user verification missing reject", func(s setup) response {
@@ -329,7 +329,7 @@ func TestNotOwnedIsASecurityEventWithTheContractMessage(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c := h.client("alice")
-	bob := h.users.byName["bob"].creds[0].ID
+	bob := h.users.cred("bob", 0).ID
 	r := h.verify(c, h.assert(h.options(c), stepuptest.WithCredential(bob)))
 	expectError(t, r, 403, "credential_not_owned")
 	if r.body["message"] != "Credential does not belong to the active user." {
@@ -350,7 +350,7 @@ func TestFailedAttemptLeavesEarlierGrant(t *testing.T) {
 	h.expectGrant(c)
 	for _, opt := range []stepuptest.Option{
 		stepuptest.WithBadSignature(),
-		stepuptest.WithCredential(h.users.byName["bob"].creds[0].ID),
+		stepuptest.WithCredential(h.users.cred("bob", 0).ID),
 	} {
 		if r := h.verify(c, h.assert(h.options(c), opt)); r.status == 200 {
 			t.Fatalf("bad assertion granted: %s", r.raw)
@@ -384,10 +384,11 @@ func TestTwoTabsEachFinish(t *testing.T) {
 func TestFiftyPasskeysFitTheCookie(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	alice := h.users.byName["alice"]
+	alice, _ := h.users.User("alice")
 	for range 49 {
-		alice.creds = append(alice.creds, h.auth.Register(testRPID, alice.handle))
+		h.users.AddCredential("alice", h.auth.Register(testRPID, alice.Handle))
 	}
+	alice, _ = h.users.User("alice")
 	c := h.client("alice")
 	for range 3 { // the full set of pending challenges
 		h.options(c)
@@ -401,7 +402,7 @@ func TestFiftyPasskeysFitTheCookie(t *testing.T) {
 		t.Fatalf("allowCredentials has %d entries, want 50", len(o.AllowCredentials))
 	}
 	for i, ac := range o.AllowCredentials {
-		if ac.ID != base64.RawURLEncoding.EncodeToString(alice.creds[i].ID) || len(ac.Transports) == 0 {
+		if ac.ID != base64.RawURLEncoding.EncodeToString(alice.Credentials[i].ID) || len(ac.Transports) == 0 {
 			t.Fatalf("allowCredentials[%d] = %+v", i, ac)
 		}
 	}
@@ -410,7 +411,7 @@ func TestFiftyPasskeysFitTheCookie(t *testing.T) {
 		t.Errorf("step-up cookie is %d bytes with 50 passkeys; it must not grow with them", len(cookie))
 	}
 	// The 37th passkey answers.
-	vr := h.verify(c, h.assert([]byte(r.raw), stepuptest.WithCredential(alice.creds[36].ID)))
+	vr := h.verify(c, h.assert([]byte(r.raw), stepuptest.WithCredential(alice.Credentials[36].ID)))
 	if vr.status != 200 {
 		t.Fatalf("verify: %d %s", vr.status, vr.raw)
 	}
@@ -432,8 +433,7 @@ func TestNoCredentialsIsNeverADiscoverableCeremony(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
 	c := h.client("alice")
-	h.users.removeCredentials("alice")
-	h.users.byName["alice"].creds = []webauthn.Credential{}
+	h.users.SetCredentials("alice", []webauthn.Credential{})
 	_, err := stepuptest.Options(h.ctx(), c, h.srv.URL+"/api/reauth/options")
 	if e, ok := err.(*stepuptest.HTTPError); !ok || e.Status != 409 || e.Code != "no_credentials" {
 		t.Fatalf("got %v, want 409 no_credentials", err)

@@ -231,8 +231,8 @@ func TestConcurrentCeremoniesAcrossInstances(t *testing.T) {
 	names := make([]string, n)
 	for i := range names {
 		names[i] = "user" + strconv.Itoa(i)
-		u := h.users.add(names[i])
-		u.creds = append(u.creds, h.auth.Register(testRPID, u.handle))
+		u := h.users.Add(names[i])
+		h.users.AddCredential(names[i], h.auth.Register(testRPID, u.Handle))
 	}
 	bases := []string{h.srv.URL, srv2.URL}
 	cookies := make([]string, n)

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,105 +45,43 @@ func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 func (c *clock) AdvanceSeconds(s int64)  { c.Advance(time.Duration(s) * time.Second) }
 
-// testUser is the application's user.
-type testUser struct {
-	handle []byte
-	name   string
-	creds  []webauthn.Credential
-}
-
-func (u *testUser) WebAuthnID() []byte                         { return u.handle }
-func (u *testUser) WebAuthnName() string                       { return u.name }
-func (u *testUser) WebAuthnDisplayName() string                { return u.name }
-func (u *testUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
-
-// users is an in-memory UserStore whose sign-in session is a plain "uid"
-// cookie (the application's own session, not stepup's), with switches to
-// make each method fail.
+// users is stepuptest's in-memory UserStore (the application's users, signed
+// in by a cookie) with switches that make each method fail.
 type users struct {
-	mu     sync.Mutex
-	byName map[string]*testUser
-
+	*stepuptest.Users
 	failCurrent, failLookup, failUpdate atomic.Bool
 }
 
 var errDown = errors.New("database is down")
 
-func (s *users) add(name string, creds ...webauthn.Credential) *testUser {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := &testUser{handle: []byte("handle-" + name), name: name, creds: creds}
-	s.byName[name] = u
-	return u
-}
-
 func (s *users) CurrentUser(r *http.Request) (webauthn.User, error) {
 	if s.failCurrent.Load() {
 		return nil, errDown
 	}
-	c, err := r.Cookie("uid")
-	if err != nil {
-		return nil, stepup.ErrNoActiveSession
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, ok := s.byName[c.Value]
-	if !ok {
-		return nil, stepup.ErrNoActiveSession
-	}
-	cp := *u
-	cp.creds = append([]webauthn.Credential(nil), u.creds...)
-	return &cp, nil
+	return s.Users.CurrentUser(r)
 }
 
-func (s *users) CredentialByID(_ context.Context, id []byte) (webauthn.Credential, []byte, error) {
+func (s *users) CredentialByID(ctx context.Context, id []byte) (webauthn.Credential, []byte, error) {
 	if s.failLookup.Load() {
 		return webauthn.Credential{}, nil, errDown
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, u := range s.byName {
-		for _, c := range u.creds {
-			if bytes.Equal(c.ID, id) {
-				return c, u.handle, nil
-			}
-		}
-	}
-	return webauthn.Credential{}, nil, stepup.ErrUnknownCredential
+	return s.Users.CredentialByID(ctx, id)
 }
 
-func (s *users) UpdateCredential(_ context.Context, owner []byte, cred webauthn.Credential) error {
+func (s *users) UpdateCredential(ctx context.Context, owner []byte, cred webauthn.Credential) error {
 	if s.failUpdate.Load() {
 		return errDown
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, u := range s.byName {
-		if !bytes.Equal(u.handle, owner) {
-			continue
-		}
-		for i := range u.creds {
-			if bytes.Equal(u.creds[i].ID, cred.ID) {
-				u.creds[i] = cred
-				return nil
-			}
-		}
-	}
-	return errors.New("no such credential")
+	return s.Users.UpdateCredential(ctx, owner, cred)
 }
 
-func (s *users) signCount(name string) uint32 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.byName[name].creds[0].Authenticator.SignCount
+// cred returns the i-th passkey of the user name, as stored now.
+func (s *users) cred(name string, i int) webauthn.Credential {
+	u, _ := s.User(name)
+	return u.Credentials[i]
 }
 
-// removeCredentials deletes a user's passkeys on the server.
-func (s *users) removeCredentials(name string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.byName[name].creds = nil
-}
+func (s *users) signCount(name string) uint32 { return s.cred(name, 0).Authenticator.SignCount }
 
 // faultyStore is a real CookieStore whose Save can be made to fail and whose
 // keys can be replaced while the server runs.
@@ -243,15 +180,15 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	h := &harness{
 		t:     t,
 		clock: newClock(),
-		users: &users{byName: map[string]*testUser{}},
+		users: &users{Users: stepuptest.NewUsers()},
 		store: newFaultyStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)),
 		auth:  stepuptest.New(testOrigin),
 		log:   &syncBuffer{},
 	}
 	h.registry = &faultyRegistry{MemoryRegistry: stepup.NewMemoryRegistry(1000, h.clock.Now)}
 	for _, name := range []string{"alice", "bob"} {
-		u := h.users.add(name)
-		u.creds = []webauthn.Credential{h.auth.Register(testRPID, u.handle)}
+		u := h.users.Add(name)
+		h.users.AddCredential(name, h.auth.Register(testRPID, u.Handle))
 	}
 	cfg := stepup.Config{
 		WebAuthn: wa,
@@ -327,10 +264,7 @@ func (h *harness) client(name string) *http.Client {
 }
 
 // signIn replaces the application's sign-in cookie; stepup's cookie stays.
-func (h *harness) signIn(c *http.Client, name string) {
-	u, _ := url.Parse(h.srv.URL)
-	c.Jar.SetCookies(u, []*http.Cookie{{Name: "uid", Value: name, Path: "/"}})
-}
+func (h *harness) signIn(c *http.Client, name string) { h.users.SignIn(c, h.srv.URL, name) }
 
 func (h *harness) ctx() context.Context { return h.t.Context() }
 

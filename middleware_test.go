@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/passkey-stepup/stepup"
+	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
 func mustURL(s string) *url.URL {
@@ -71,7 +72,7 @@ func TestGate(t *testing.T) {
 		}, 403, "reauthentication_required"},
 		{"signed out reject", func(h *harness, c *http.Client) {
 			h.reauth(c)
-			c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "uid", Path: "/", MaxAge: -1}})
+			c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: stepuptest.SignInCookie, Path: "/", MaxAge: -1}})
 		}, 401, "no_active_session"},
 		{"user store down reject", func(h *harness, c *http.Client) {
 			h.reauth(c)

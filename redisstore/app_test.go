@@ -2,9 +2,7 @@ package redisstore_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,79 +31,6 @@ const (
 	gateMaxAge = 5 * time.Minute
 )
 
-// testUser is the application's user.
-type testUser struct {
-	handle []byte
-	name   string
-	creds  []webauthn.Credential
-}
-
-func (u *testUser) WebAuthnID() []byte                         { return u.handle }
-func (u *testUser) WebAuthnName() string                       { return u.name }
-func (u *testUser) WebAuthnDisplayName() string                { return u.name }
-func (u *testUser) WebAuthnCredentials() []webauthn.Credential { return u.creds }
-
-// users is an in-memory UserStore, the application's database shared by all
-// instances. Its sign-in session is a plain "uid" cookie.
-type users struct {
-	mu     sync.Mutex
-	byName map[string]*testUser
-}
-
-func (s *users) add(name string, creds ...webauthn.Credential) *testUser {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := &testUser{handle: []byte("handle-" + name), name: name, creds: creds}
-	s.byName[name] = u
-	return u
-}
-
-func (s *users) CurrentUser(r *http.Request) (webauthn.User, error) {
-	c, err := r.Cookie("uid")
-	if err != nil {
-		return nil, stepup.ErrNoActiveSession
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, ok := s.byName[c.Value]
-	if !ok {
-		return nil, stepup.ErrNoActiveSession
-	}
-	cp := *u
-	cp.creds = append([]webauthn.Credential(nil), u.creds...)
-	return &cp, nil
-}
-
-func (s *users) CredentialByID(_ context.Context, id []byte) (webauthn.Credential, []byte, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, u := range s.byName {
-		for _, c := range u.creds {
-			if bytes.Equal(c.ID, id) {
-				return c, u.handle, nil
-			}
-		}
-	}
-	return webauthn.Credential{}, nil, stepup.ErrUnknownCredential
-}
-
-func (s *users) UpdateCredential(_ context.Context, owner []byte, cred webauthn.Credential) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, u := range s.byName {
-		if !bytes.Equal(u.handle, owner) {
-			continue
-		}
-		for i := range u.creds {
-			if bytes.Equal(u.creds[i].ID, cred.ID) {
-				u.creds[i] = cred
-				return nil
-			}
-		}
-	}
-	return errors.New("no such credential")
-}
-
 // app is one application run as several instances behind a load balancer:
 // they share the users, the session keys, the Redis registry and the log,
 // and each has its own StepUp, session store object, Redis client and
@@ -114,7 +38,7 @@ func (s *users) UpdateCredential(_ context.Context, owner []byte, cred webauthn.
 // authenticator.
 type app struct {
 	t        *testing.T
-	users    *users
+	users    *stepuptest.Users // the application's database, shared by all instances
 	auth     *stepuptest.Authenticator
 	log      *syncBuffer
 	newStore func() sessions.Store
@@ -130,7 +54,7 @@ func newApp(t *testing.T, srv *redisServer) *app {
 	p := prefix(t)
 	a := &app{
 		t:     t,
-		users: &users{byName: map[string]*testUser{}},
+		users: stepuptest.NewUsers(),
 		auth:  stepuptest.New(testOrigin),
 		log:   &syncBuffer{},
 		newStore: func() sessions.Store {
@@ -141,8 +65,8 @@ func newApp(t *testing.T, srv *redisServer) *app {
 		},
 	}
 	for _, name := range []string{"alice", "bob"} {
-		u := a.users.add(name)
-		u.creds = []webauthn.Credential{a.auth.Register(testRPID, u.handle)}
+		u := a.users.Add(name)
+		a.users.AddCredential(name, a.auth.Register(testRPID, u.Handle))
 	}
 	return a
 }
@@ -202,7 +126,7 @@ func (a *app) client(name string) *http.Client {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	jar.SetCookies(loopback, []*http.Cookie{{Name: "uid", Value: name, Path: "/"}})
+	jar.SetCookies(loopback, []*http.Cookie{{Name: stepuptest.SignInCookie, Value: name, Path: "/"}})
 	return &http.Client{Jar: jar}
 }
 
