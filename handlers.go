@@ -108,24 +108,7 @@ func (s *StepUp) rateLimited(w http.ResponseWriter, r *http.Request, handle []by
 // nobody is signed in and 500 when the application fails or returns a user
 // without a valid handle.
 func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (principal, bool) {
-	user, err := s.users.CurrentUser(r)
-	if err == nil && user == nil {
-		err = errors.New("CurrentUser returned a nil user and no error")
-	}
-	var p principal
-	if err == nil {
-		p.user, p.handle = user, user.WebAuthnID()
-		if len(p.handle) == 0 || len(p.handle) > maxHandleLen {
-			err = errors.New("user handle must be 1 to 64 bytes")
-		}
-	}
-	if err == nil && s.signIns != nil {
-		var id string
-		if id, err = s.signIns.SignInID(r); err == nil {
-			sum := sha256.Sum256([]byte(id))
-			p.signIn = sum[:signInTagLen]
-		}
-	}
+	p, err := s.principal(r)
 	switch {
 	case errors.Is(err, ErrNoActiveSession):
 		writeError(w, errNoSession)
@@ -136,6 +119,32 @@ func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (principal,
 		return principal{}, false
 	}
 	return p, true
+}
+
+// principal asks the application who is signed in on r. An error wrapping
+// ErrNoActiveSession means nobody; any other is a failure of the UserStore
+// (or a user without a valid handle).
+func (s *StepUp) principal(r *http.Request) (principal, error) {
+	user, err := s.users.CurrentUser(r)
+	if err != nil {
+		return principal{}, err
+	}
+	if user == nil {
+		return principal{}, errors.New("CurrentUser returned a nil user and no error")
+	}
+	p := principal{user: user, handle: user.WebAuthnID()}
+	if len(p.handle) == 0 || len(p.handle) > maxHandleLen {
+		return principal{}, errors.New("user handle must be 1 to 64 bytes")
+	}
+	if s.signIns != nil {
+		id, err := s.signIns.SignInID(r)
+		if err != nil {
+			return principal{}, err
+		}
+		sum := sha256.Sum256([]byte(id))
+		p.signIn = sum[:signInTagLen]
+	}
+	return p, nil
 }
 
 // storeFailed logs a failure of the application's or stepup's storage.

@@ -215,6 +215,9 @@ func TestKeyRotation(t *testing.T) {
 	// Old pair removed: the grant is gone, without a 500.
 	h.store.cs.Store(sessions.NewCookieStore(newHash, newBlock))
 	h.expectNoGrant(c)
+	if r := h.do(c, http.MethodGet, "/last", nil, nil); r.raw != "" {
+		t.Errorf("LastReauth after key change = %q", r.raw)
+	}
 	h.reauth(c) // and a new ceremony works under the new key
 	h.expectGrant(c)
 }

@@ -316,8 +316,8 @@ func isNavigation(r *http.Request) bool {
 // (no scope, not bound), if the step-up session holds one for that user (and
 // sign-in session, see [SignInIdentifier]). It does not judge freshness.
 func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
-	p, ok := s.currentUser(discardWriter{}, r)
-	if !ok {
+	p, err := s.principal(r)
+	if err != nil {
 		return time.Time{}, false
 	}
 	var at int64
@@ -332,13 +332,6 @@ func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
 	}
 	return time.Unix(at, 0), true
 }
-
-// discardWriter lets LastReauth reuse currentUser without answering.
-type discardWriter struct{}
-
-func (discardWriter) Header() http.Header         { return http.Header{} }
-func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
-func (discardWriter) WriteHeader(int)             {}
 
 // Revoke drops every step-up grant from the session and saves it. Call it at
 // sign-out, and after a one-off action (such as deleting the account) whose
