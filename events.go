@@ -19,6 +19,8 @@ const (
 	EventCrossOrigin     = "cross_origin_refused"
 	EventStoreFailed     = "store_failed" // the UserStore, session store or Registry failed; "store" says which
 	EventOptionsIssued   = "options_issued"
+	EventCloneDetected   = "clone_detected" // a sign counter did not advance, or a counter value came twice: possibly a cloned authenticator
+	EventRevoked         = "grants_revoked" // Revoke or RevokeUser ended grants
 )
 
 // event logs a security event.

@@ -23,7 +23,7 @@ func recorded(handler http.Handler, req *http.Request) *httptest.ResponseRecorde
 // with a pending challenge. Nothing may panic, nothing may be granted, and
 // the answer is always one of the contract's JSON errors.
 func FuzzVerifyBody(f *testing.F) {
-	h := newHarness(f, func(c *stepup.Config) { c.MaxFailures = 1 << 30 })
+	h := newHarness(f, func(c *stepup.Config) { c.MaxFailures, c.MaxStepUps = 1<<30, 1<<30 })
 	c := h.client("alice")
 	options := h.options(c)
 	cookies := c.Jar.Cookies(mustURL(h.srv.URL))

@@ -219,7 +219,7 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 	}
 	ev := evidence[0]
 	pub := h.users.cred("alice", 0).PublicKey
-	if err := ev.Verify(pub, testRPID); err != nil {
+	if err := ev.Verify(pub, testPolicy); err != nil {
 		t.Fatalf("evidence: %v", err)
 	}
 	if base64.RawURLEncoding.EncodeToString(ev.OperationDigest) != digestOf(100, "bob") {
@@ -227,13 +227,13 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 	}
 	forged := ev
 	forged.OperationDigest, _ = base64.RawURLEncoding.DecodeString(digestOf(1000, "bob"))
-	if err := forged.Verify(pub, testRPID); !errors.Is(err, stepup.ErrEvidenceInvalid) {
+	if err := forged.Verify(pub, testPolicy); !errors.Is(err, stepup.ErrEvidenceInvalid) {
 		t.Errorf("evidence for another amount verified: %v", err)
 	}
-	if err := ev.Verify(h.users.cred("bob", 0).PublicKey, testRPID); err == nil {
+	if err := ev.Verify(h.users.cred("bob", 0).PublicKey, testPolicy); err == nil {
 		t.Error("evidence verified with another key")
 	}
-	if err := ev.Verify(pub, "evil.example"); err == nil {
+	if err := ev.Verify(pub, stepup.EvidencePolicy{RPID: "evil.example", Origins: []string{testOrigin}}); err == nil {
 		t.Error("evidence verified for another RP")
 	}
 }

@@ -20,10 +20,6 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 )
 
-// maxVerifyBody is the largest verify request body accepted. A browser's
-// toJSON() of an ES256 or RS256 assertion is well under 4 KiB.
-const maxVerifyBody = 64 << 10
-
 // OptionsHandler starts a step-up ceremony. Mount it at
 // POST /api/reauth/options.
 //
@@ -40,21 +36,6 @@ func (s *StepUp) OptionsHandler() http.Handler {
 	return http.HandlerFunc(s.serveOptions)
 }
 
-// VerifyHandler finishes a step-up ceremony. Mount it at
-// POST /api/reauth/verify. The body is the JSON of
-// PublicKeyCredential.toJSON() for the assertion.
-//
-// In order, it checks the method and origin of the request, the signed-in
-// user, the body, the pending challenge (consumed whatever the outcome), that
-// some user has the credential (404 only when none has), the assertion
-// itself with go-webauthn (signature, challenge, origin, RP ID, user presence
-// and verification, backup flags, sign counter), and finally that the
-// credential belongs to the signed-in user (403 if not). Only then does it
-// record the grant. See the package documentation for the statuses.
-func (s *StepUp) VerifyHandler() http.Handler {
-	return http.HandlerFunc(s.serveVerify)
-}
-
 // principal is the signed-in user of a request as stepup sees it.
 type principal struct {
 	user   webauthn.User
@@ -62,10 +43,10 @@ type principal struct {
 	signIn []byte // tag of the sign-in session; nil unless Users is a SignInIdentifier
 }
 
-// ceremonyPreflight runs the checks both ceremony handlers start with: the
-// method, the origin, the signed-in user and the failure limit. It returns
-// the signed-in user, or writes the refusal and returns false.
-func (s *StepUp) ceremonyPreflight(w http.ResponseWriter, r *http.Request) (principal, bool) {
+// ceremonyCaller runs the checks every ceremony handler starts with: the
+// method, the origin and the signed-in user. It returns the signed-in user,
+// or writes the refusal and returns false.
+func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (principal, bool) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		writeError(w, errMethod)
@@ -76,30 +57,50 @@ func (s *StepUp) ceremonyPreflight(w http.ResponseWriter, r *http.Request) (prin
 		writeError(w, errCrossOrigin)
 		return principal{}, false
 	}
-	p, ok := s.currentUser(w, r)
-	if !ok {
-		return principal{}, false
+	return s.currentUser(w, r)
+}
+
+// underLimits reports whether the user may start a ceremony: fewer than
+// MaxFailures failures and MaxStepUps attempts in their windows. It only
+// reads (the verify handler takes its units atomically); it writes the
+// refusal and returns false otherwise.
+func (s *StepUp) underLimits(w http.ResponseWriter, r *http.Request, uid []byte) bool {
+	keys := [2]string{failureKey(uid), stepUpKey(uid)}
+	counts, err := s.registry.Lookup(r.Context(), keys[:]...)
+	if err == nil && len(counts) != len(keys) {
+		err = fmt.Errorf("Lookup returned %d values for %d keys", len(counts), len(keys))
 	}
-	count, retry, err := s.registry.Failures(r.Context(), failureKey(p.handle))
 	if err != nil {
 		s.storeFailed(r, "registry", err)
 		writeError(w, errUnavailable)
-		return principal{}, false
+		return false
 	}
-	if count >= s.maxFailures {
-		s.rateLimited(w, r, p.handle, retry)
-		return principal{}, false
+	limits := [2]int{s.maxFailures, s.maxStepUps}
+	names := [2]string{"failures", "step-ups"}
+	for i, n := range counts {
+		if n < int64(limits[i]) {
+			continue
+		}
+		_, retry, err := s.registry.Count(r.Context(), keys[i])
+		if err != nil {
+			s.storeFailed(r, "registry", err)
+			writeError(w, errUnavailable)
+			return false
+		}
+		s.rateLimited(w, r, uid, retry, names[i])
+		return false
 	}
-	return p, true
+	return true
 }
 
-// rateLimited answers 429 with Retry-After in whole seconds, rounded up.
-func (s *StepUp) rateLimited(w http.ResponseWriter, r *http.Request, handle []byte, retry time.Duration) {
+// rateLimited answers 429 with Retry-After in whole seconds, rounded up;
+// limit names the limit reached ("failures" or "step-ups").
+func (s *StepUp) rateLimited(w http.ResponseWriter, r *http.Request, handle []byte, retry time.Duration, limit string) {
 	secs := int64((retry + time.Second - 1) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
-	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs))
+	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs), slog.String("limit", limit))
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	writeError(w, errTooMany)
 }
@@ -150,15 +151,6 @@ func (s *StepUp) principal(r *http.Request) (principal, error) {
 // storeFailed logs a failure of the application's or stepup's storage.
 func (s *StepUp) storeFailed(r *http.Request, store string, err error, attrs ...slog.Attr) {
 	s.event(r, slog.LevelError, EventStoreFailed, append(attrs, slog.String("store", store), errAttr(err))...)
-}
-
-// failureKey and challengeKey are the Registry keys of a user's failure
-// count and of a consumed challenge (hashed: the registry never sees one).
-func failureKey(handle []byte) string { return "stepup:fail:" + b64(handle) }
-
-func challengeKey(challenge []byte) string {
-	sum := sha256.Sum256(challenge)
-	return "stepup:challenge:" + b64(sum[:])
 }
 
 // optionsRequest is the optional JSON body of the options handler.
@@ -218,8 +210,8 @@ func newRequestOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) reques
 const maxOptionsBody = 4 << 10
 
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
-	p, ok := s.ceremonyPreflight(w, r)
-	if !ok {
+	p, ok := s.ceremonyCaller(w, r)
+	if !ok || !s.underLimits(w, r, p.handle) {
 		return
 	}
 	req, e := readOptionsRequest(w, r)
@@ -249,7 +241,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		next.op = op.digest
 		next.nonce = make([]byte, 32)
 		rand.Read(next.nonce)
-		next.challenge = boundChallenge(next.nonce, op.digest)
+		next.challenge = boundChallenge(next.nonce, p.handle, req.Scope, op.digest)
 		bound = &Operation{Digest: req.Operation, Description: string(op.description)}
 	}
 
@@ -331,201 +323,6 @@ func livePending(ps []pending, now time.Time) []pending {
 	return live
 }
 
-// verifyResult is the body of a successful verify.
-type verifyResult struct {
-	Status            string `json:"status"`
-	ReauthenticatedAt string `json:"reauthenticated_at"`
-}
-
-func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
-	who, ok := s.ceremonyPreflight(w, r)
-	if !ok {
-		return
-	}
-	uid := who.handle
-	ctx := r.Context()
-	sess := s.session(r)
-	ps := readPending(sess)
-
-	// fail refuses the attempt. Every failed attempt clears the session's
-	// pending challenges, so a challenge answers at most once; the grant, if
-	// any, is left as it was. A refusal of the client's making counts
-	// against the failure limit; a fault of ours does not.
-	fail := func(e apiError, level slog.Level, cause string, attrs ...slog.Attr) {
-		if len(ps) > 0 {
-			writePending(sess, nil)
-			if err := s.save(w, r, sess); err != nil {
-				s.storeFailed(r, "session", err)
-			}
-		}
-		attrs = append(attrs, slog.String("reason", e.code), userAttr(uid))
-		if cause != "" {
-			attrs = append(attrs, slog.String("cause", cause))
-		}
-		s.event(r, level, EventReauthFailed, attrs...)
-		if e.status >= 400 && e.status < 500 {
-			if _, _, err := s.registry.AddFailure(ctx, failureKey(uid), s.window); err != nil {
-				s.storeFailed(r, "registry", err)
-			}
-		}
-		writeError(w, e)
-	}
-
-	body, e := readJSONBody(w, r, maxVerifyBody, errBadRequest)
-	if e != nil {
-		fail(*e, slog.LevelInfo, "")
-		return
-	}
-	parsed, err := protocol.ParseCredentialRequestResponseBytes(body)
-	if err != nil {
-		fail(errBadRequest, slog.LevelInfo, describe(err))
-		return
-	}
-
-	// The challenge the client signed names the ceremony it answers.
-	now := s.now()
-	challenge, err := base64.RawURLEncoding.DecodeString(parsed.Response.CollectedClientData.Challenge)
-	i := -1
-	if err == nil {
-		i = findPending(ps, challenge)
-	}
-	if i < 0 {
-		fail(errExpired, slog.LevelInfo, "no pending challenge matches")
-		return
-	}
-	p := ps[i]
-	if !bytes.Equal(p.user, uid) {
-		fail(errExpired, slog.LevelWarn, "challenge was issued to another user")
-		return
-	}
-	if p.expires < now.Unix() {
-		fail(errExpired, slog.LevelInfo, "challenge expired")
-		return
-	}
-	// Single use on the server: the cookie alone cannot prove it, since a
-	// client may send an older copy of it again.
-	first, err := s.registry.Consume(ctx, challengeKey(p.challenge), time.Duration(p.expires-now.Unix())*time.Second+consumeMargin)
-	if err != nil {
-		s.storeFailed(r, "registry", err)
-		fail(errUnavailable, slog.LevelError, "registry: "+err.Error())
-		return
-	}
-	if !first {
-		fail(errExpired, slog.LevelWarn, "challenge already used (replayed session)")
-		return
-	}
-	credAttr := slog.String("credential_id", b64(parsed.RawID))
-
-	cred, owner, err := s.users.CredentialByID(ctx, parsed.RawID)
-	switch {
-	case errors.Is(err, ErrUnknownCredential):
-		fail(errUnknownCred, slog.LevelInfo, "", credAttr)
-		return
-	case err != nil:
-		// Never a 404 here: the browser would delete the user's passkey.
-		s.storeFailed(r, "users", err, credAttr)
-		fail(errInternal, slog.LevelError, "CredentialByID failed", credAttr)
-		return
-	case !bytes.Equal(cred.ID, parsed.RawID) || len(owner) == 0:
-		fail(errInternal, slog.LevelError, "CredentialByID returned another credential or no owner", credAttr)
-		return
-	}
-
-	// Verify against the owner's stored public key. The user verification
-	// requirement is set here, not taken from the request: go-webauthn only
-	// enforces UV when the session data says "required".
-	data := webauthn.SessionData{
-		Challenge:        b64(p.challenge),
-		RelyingPartyID:   s.wa.Config.RPID,
-		UserID:           owner,
-		UserVerification: protocol.VerificationRequired,
-	}
-	updated, err := s.wa.ValidateLogin(credentialOwner{id: owner, cred: cred}, data, parsed)
-	if err != nil {
-		fail(errVerifyFailed, slog.LevelWarn, describe(err), credAttr)
-		return
-	}
-	// go-webauthn only flags a counter that does not advance; refuse it.
-	if got, had := parsed.Response.AuthenticatorData.Counter, cred.Authenticator.SignCount; got <= had && (got != 0 || had != 0) {
-		fail(errVerifyFailed, slog.LevelWarn, "sign counter did not advance (possible cloned authenticator)", credAttr)
-		return
-	}
-
-	// Ownership, after the signature verified.
-	if !bytes.Equal(owner, uid) || (len(parsed.Response.UserHandle) > 0 && !bytes.Equal(parsed.Response.UserHandle, uid)) {
-		fail(errNotOwned, slog.LevelWarn, "", credAttr, slog.String("owner", b64(owner)))
-		return
-	}
-
-	if err := s.users.UpdateCredential(ctx, owner, *updated); err != nil {
-		s.storeFailed(r, "users", err, credAttr)
-		fail(errInternal, slog.LevelError, "UpdateCredential failed", credAttr)
-		return
-	}
-
-	g := grant{at: now.Unix(), signIn: who.signIn, user: uid, scope: p.scope, op: p.op, id: make([]byte, 16)}
-	rand.Read(g.id)
-	if len(p.op) > 0 && s.recordEvidence != nil {
-		ev := Evidence{
-			User:              uid,
-			CredentialID:      parsed.RawID,
-			Scope:             string(p.scope),
-			OperationDigest:   p.op,
-			Nonce:             p.nonce,
-			ClientDataJSON:    parsed.Raw.AssertionResponse.ClientDataJSON,
-			AuthenticatorData: parsed.Raw.AssertionResponse.AuthenticatorData,
-			Signature:         parsed.Response.Signature,
-			At:                time.Unix(g.at, 0),
-		}
-		if err := s.recordEvidence(ctx, ev); err != nil {
-			s.storeFailed(r, "evidence", err, credAttr)
-			fail(errInternal, slog.LevelError, "RecordEvidence failed", credAttr)
-			return
-		}
-	}
-	// A new plain grant replaces the older one of its scope; bound grants
-	// are each for one operation.
-	var gs []grant
-	for _, old := range readGrants(nil, sess) {
-		if len(p.op) > 0 || !old.matches(who, string(p.scope), nil) {
-			gs = append(gs, old)
-		}
-	}
-	writeGrants(sess, newest(append(gs, g), maxGrants))
-	// A server-side store keeps the session under an ID that the cookie
-	// carries: the grant gets a new one, so that an ID planted in the
-	// browser before the step-up (session fixation) never holds a grant.
-	// Cookie stores have no ID.
-	sess.ID = ""
-	writePending(sess, append(ps[:i:i], ps[i+1:]...))
-	if len(p.op) > 0 {
-		var ops []operation
-		for _, o := range readOperations(sess) {
-			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, uid) {
-				ops = append(ops, o)
-			}
-		}
-		writeOperations(sess, ops)
-	}
-	if err := s.save(w, r, sess); err != nil {
-		s.storeFailed(r, "session", err, userAttr(uid))
-		writeError(w, errInternal)
-		return
-	}
-	if err := s.registry.ResetFailures(ctx, failureKey(uid)); err != nil {
-		s.storeFailed(r, "registry", err)
-	}
-	s.event(r, slog.LevelInfo, EventReauthSucceeded, userAttr(uid), credAttr)
-	writeJSON(w, http.StatusOK, verifyResult{
-		Status:            "ok",
-		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
-	})
-}
-
-// consumeMargin keeps a consumed challenge in the registry past its expiry,
-// for instances whose clocks run behind.
-const consumeMargin = time.Minute
-
 // readJSONBody reads r's body, at most max bytes (else 413). A non-empty body
 // must be sent as application/json; bad is the refusal for one that is not
 // or cannot be read.
@@ -554,32 +351,4 @@ func findPending(ps []pending, challenge []byte) int {
 		}
 	}
 	return -1
-}
-
-// describe turns a go-webauthn error into a log line. A *protocol.Error's
-// DevInfo tells apart failures whose Details read alike (missing UV, missing
-// UP, wrong RP ID); it may hold expected values, so it goes to the log only.
-func describe(err error) string {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		if pe.DevInfo != "" {
-			return pe.Type + ": " + pe.Details + " (" + pe.DevInfo + ")"
-		}
-		return pe.Type + ": " + pe.Details
-	}
-	return err.Error()
-}
-
-// credentialOwner is the webauthn.User that go-webauthn verifies against: the
-// owner of the presented credential, with that one credential.
-type credentialOwner struct {
-	id   []byte
-	cred webauthn.Credential
-}
-
-func (o credentialOwner) WebAuthnID() []byte          { return o.id }
-func (o credentialOwner) WebAuthnName() string        { return "" }
-func (o credentialOwner) WebAuthnDisplayName() string { return "" }
-func (o credentialOwner) WebAuthnCredentials() []webauthn.Credential {
-	return []webauthn.Credential{o.cred}
 }

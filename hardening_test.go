@@ -291,8 +291,10 @@ func TestConcurrentCeremoniesAcrossInstances(t *testing.T) {
 		h.setStepupCookie(c, cookies[i])
 		h.expectNoGrant(c)
 	}
-	// n challenges consumed; n failure counters reset: bounded by the work done.
-	if got := h.registry.Len(); got > n {
+	// Per ceremony: the consumed challenge, the consumed counter value and
+	// the user's step-up count (failure counts are reset): bounded by the
+	// work done.
+	if got := h.registry.Len(); got > 3*n {
 		t.Errorf("registry holds %d entries after %d ceremonies", got, n)
 	}
 }
@@ -325,18 +327,6 @@ func TestMemoryRegistry(t *testing.T) {
 	}
 	if ok, _ := m.Consume(ctx, "a", time.Minute); !ok {
 		t.Error("an expired key is still consumed")
-	}
-
-	m = stepup.NewMemoryRegistry(10, clk.Now)
-	n, retry, _ := m.AddFailure(ctx, "f", time.Minute)
-	clk.AdvanceSeconds(20)
-	n2, retry2, _ := m.AddFailure(ctx, "f", time.Minute)
-	if n != 1 || n2 != 2 || retry != time.Minute || retry2 != 40*time.Second {
-		t.Errorf("AddFailure: %d %v, %d %v", n, retry, n2, retry2)
-	}
-	m.ResetFailures(ctx, "f")
-	if n, _, _ := m.Failures(ctx, "f"); n != 0 {
-		t.Errorf("after reset: %d", n)
 	}
 
 	// Of concurrent Consume calls with one key, exactly one wins.

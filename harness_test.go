@@ -33,6 +33,9 @@ const (
 	gateMaxAge = 5 * time.Minute
 )
 
+// testPolicy accepts evidence made by the test relying party's origin.
+var testPolicy = stepup.EvidencePolicy{RPID: testRPID, Origins: []string{testOrigin}}
+
 // clock is a fake Now: tests move it, nothing sleeps.
 type clock struct{ ns atomic.Int64 }
 
@@ -151,18 +154,60 @@ type faultyRegistry struct {
 
 var errUnreachable = errors.New("registry unreachable")
 
-func (f *faultyRegistry) Consume(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+func (f *faultyRegistry) fault() error {
 	if f.down.Load() {
-		return false, errUnreachable
+		return errUnreachable
+	}
+	return nil
+}
+
+func (f *faultyRegistry) Consume(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	if err := f.fault(); err != nil {
+		return false, err
 	}
 	return f.MemoryRegistry.Consume(ctx, key, ttl)
 }
 
-func (f *faultyRegistry) Failures(ctx context.Context, key string) (int, time.Duration, error) {
-	if f.down.Load() {
-		return 0, 0, errUnreachable
+func (f *faultyRegistry) Take(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
+	if err := f.fault(); err != nil {
+		return false, 0, err
 	}
-	return f.MemoryRegistry.Failures(ctx, key)
+	return f.MemoryRegistry.Take(ctx, key, limit, window)
+}
+
+func (f *faultyRegistry) Give(ctx context.Context, key string) error {
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryRegistry.Give(ctx, key)
+}
+
+func (f *faultyRegistry) Count(ctx context.Context, key string) (int, time.Duration, error) {
+	if err := f.fault(); err != nil {
+		return 0, 0, err
+	}
+	return f.MemoryRegistry.Count(ctx, key)
+}
+
+func (f *faultyRegistry) Reset(ctx context.Context, key string) error {
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryRegistry.Reset(ctx, key)
+}
+
+func (f *faultyRegistry) Mark(ctx context.Context, key string, v int64, ttl time.Duration) error {
+	if err := f.fault(); err != nil {
+		return err
+	}
+	return f.MemoryRegistry.Mark(ctx, key, v, ttl)
+}
+
+func (f *faultyRegistry) Lookup(ctx context.Context, keys ...string) ([]int64, error) {
+	if err := f.fault(); err != nil {
+		return nil, err
+	}
+	return f.MemoryRegistry.Lookup(ctx, keys...)
 }
 
 type harnessOption func(*stepup.Config)

@@ -2,6 +2,7 @@ package stepup
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ const (
 	ReasonExpired           = "expired"            // the grant is older than maxAge, or stamped in the future
 	ReasonUsed              = "used"               // a single-use grant was already consumed
 	ReasonOperationMismatch = "operation_mismatch" // a bound grant exists, for another operation
+	ReasonRevoked           = "revoked"            // the grant was revoked (Revoke or RevokeUser)
 )
 
 // maxBindBody is the largest request body a Bind gate buffers.
@@ -122,6 +124,12 @@ func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) f
 		}
 		s.scopes.Store(g.scope, true)
 	}
+	for {
+		old := s.maxGateAge.Load()
+		if int64(maxAge) <= old || s.maxGateAge.CompareAndSwap(old, int64(maxAge)) {
+			break
+		}
+	}
 	return func(next http.Handler) http.Handler {
 		if next == nil {
 			panic("stepup: RequireRecentReauth wraps a nil handler")
@@ -165,15 +173,28 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 	var buf [maxGrants]grant
 	gs := readGrants(buf[:0], sess)
 	i, reason := pickGrant(gs, p, g.scope, op, now, g.maxAge)
+	if i >= 0 {
+		// The cookie cannot say whether its grant was used or revoked since
+		// it was copied: the Registry can.
+		state, err := s.grantState(r.Context(), gs[i])
+		if err != nil {
+			s.storeFailed(r, "registry", err)
+			writeError(w, errUnavailable)
+			return
+		}
+		if state != "" {
+			i, reason = -1, state
+		}
+	}
 	if i >= 0 && !g.once && g.bind == nil {
 		next.ServeHTTP(w, r)
 		return
 	}
 	if i >= 0 {
 		// Single use: drop it from the session and record it as used, both
-		// before the handler runs.
-		ttl := time.Duration(gs[i].at-now.Unix())*time.Second + g.maxAge + futureSkew + consumeMargin
-		first, err := s.registry.Consume(r.Context(), grantKey(gs[i].id), ttl)
+		// before the handler runs. The record lasts as long as the grant
+		// could open any gate, not only this one.
+		first, err := s.registry.Consume(r.Context(), grantKey(gs[i].user, gs[i].id), s.grantTTL(gs[i], now))
 		if err != nil {
 			s.storeFailed(r, "registry", err)
 			writeError(w, errUnavailable)
@@ -303,8 +324,44 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// grantKey is the Registry key of a consumed single-use grant.
-func grantKey(id []byte) string { return "stepup:grant:" + b64(id) }
+// Values of a grant's Registry key: consumed by a single-use gate, or
+// revoked by Revoke. Mark keeps the greater, so revoked wins.
+const (
+	grantUsed    = 1
+	grantRevoked = 2
+)
+
+// grantState asks the Registry whether g was used by a single-use gate or
+// revoked since the cookie holding it was made: "" when neither, else
+// ReasonUsed or ReasonRevoked.
+func (s *StepUp) grantState(ctx context.Context, g grant) (string, error) {
+	v, err := s.registry.Lookup(ctx, grantKey(g.user, g.id), revokedKey(g.user))
+	if err == nil && len(v) != 2 {
+		err = fmt.Errorf("Lookup returned %d values for 2 keys", len(v))
+	}
+	switch {
+	case err != nil:
+		return "", err
+	case v[0] == grantUsed:
+		return ReasonUsed, nil
+	case v[0] != 0, v[1] >= g.at:
+		return ReasonRevoked, nil
+	}
+	return "", nil
+}
+
+// grantLifetime is how long after it was made a grant may still open some
+// gate: the longest maxAge of the gates made so far (at least a minute),
+// plus the allowed clock skew.
+func (s *StepUp) grantLifetime() time.Duration {
+	return max(time.Duration(s.maxGateAge.Load()), time.Minute) + futureSkew + time.Second
+}
+
+// grantTTL is how long from now a record about g must be kept: until g can
+// open no gate.
+func (s *StepUp) grantTTL(g grant, now time.Time) time.Duration {
+	return max(time.Duration(g.at-now.Unix())*time.Second+s.grantLifetime(), time.Second)
+}
 
 // isNavigation reports whether r looks like a browser loading a page.
 func isNavigation(r *http.Request) bool {
@@ -333,14 +390,52 @@ func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
 	return time.Unix(at, 0), true
 }
 
-// Revoke drops every step-up grant from the session and saves it. Call it at
-// sign-out, and after a one-off action (such as deleting the account) whose
-// grant must not be reused. It returns the session store's error, if any.
+// Revoke ends every step-up grant of the session: it records each as
+// revoked in the Registry, so that no older copy of the cookie opens a gate
+// again, on any instance sharing the Registry, then drops them from the
+// session and saves it. Call it at sign-out, and after a one-off action (such
+// as deleting the account) whose grant must not be reused. It returns the
+// Registry's and the session store's errors, if any; the grants are dropped
+// from the session even when the Registry fails (then an older copy of the
+// cookie may still pass until its grants expire: call RevokeUser).
 func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 	sess := s.session(r)
 	if _, ok := sess.Values[keyGrants]; !ok {
 		return nil
 	}
+	now := s.now()
+	var errs []error
+	gs := readGrants(nil, sess)
+	for _, g := range gs {
+		if err := s.registry.Mark(r.Context(), grantKey(g.user, g.id), grantRevoked, s.grantTTL(g, now)); err != nil {
+			s.storeFailed(r, "registry", err)
+			errs = append(errs, fmt.Errorf("stepup: recording a revoked grant: %w", err))
+			break
+		}
+	}
 	delete(sess.Values, keyGrants)
-	return s.save(w, r, sess)
+	if err := s.save(w, r, sess); err != nil {
+		errs = append(errs, err)
+	}
+	s.event(r, slog.LevelInfo, EventRevoked, slog.Int("grants", len(gs)), slog.String("by", "Revoke"))
+	return errors.Join(errs...)
+}
+
+// RevokeUser ends every grant of the user with handle that was made up to
+// now, in every session and on every instance sharing the Registry: call it
+// when a passkey is deleted, the password changes or an administrator locks
+// the account. The gate reads the revocation from the Registry. To allow for
+// clocks that differ between instances, grants made in the next few seconds
+// (up to the allowed skew of 5 s) are revoked too.
+func (s *StepUp) RevokeUser(ctx context.Context, handle []byte) error {
+	if len(handle) == 0 || len(handle) > maxHandleLen {
+		return errors.New("stepup: RevokeUser: a user handle is 1 to 64 bytes")
+	}
+	until := s.now().Add(futureSkew).Unix()
+	if err := s.registry.Mark(ctx, revokedKey(handle), until, s.grantLifetime()+futureSkew); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, EventStoreFailed, slog.String("store", "registry"), errAttr(err))
+		return fmt.Errorf("stepup: RevokeUser: %w", err)
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, EventRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
+	return nil
 }

@@ -3,64 +3,109 @@ package stepup
 import (
 	"context"
 	"errors"
+	"hash/maphash"
+	"strings"
 	"sync"
 	"time"
 )
 
-// ErrRegistryFull is returned by [MemoryRegistry] when it holds its maximum
-// number of unexpired entries. stepup answers 503 and grants nothing: an entry
-// is never dropped before it expires, because that would let its challenge be
-// replayed.
+// ErrRegistryFull is returned by [MemoryRegistry] when it cannot record one
+// more entry: it holds its maximum, or it is nearly full and the user the key
+// belongs to already holds more than an average user's share. stepup answers
+// 503 and grants nothing. An entry is never dropped before it expires,
+// because that would let its challenge or grant be used again.
 var ErrRegistryFull = errors.New("stepup: registry full")
 
-// Registry is the server-side state that makes a challenge single use and
-// limits failed attempts. A cookie session store cannot do either: a client
-// can always send an older cookie again. Share one Registry (such as the
-// Redis one in the redisstore module) between all instances behind a load
-// balancer.
+// Registry is the server-side state that makes challenges and one-time grants
+// single use, limits each user's attempts, and remembers revocations. A
+// cookie session store cannot do any of it: a client can always send an
+// older copy of its cookie. Share one Registry (such as the Redis one in the
+// redisstore module) between all instances behind a load balancer.
 //
-// Keys are opaque strings made by stepup; they never contain a challenge,
-// only a hash of it. Errors mean the registry could not be reached or
-// updated: stepup then fails closed (503, no grant). Not finding a key is not
-// an error.
+// Keys are opaque strings made by stepup, of the form
+// "stepup:{tag}:kind:...", where tag is the user's handle in base64url
+// (the Redis Cluster hash-tag convention). They never contain a challenge,
+// only a hash of it. Every key belongs to exactly one user, all keys passed
+// to one Lookup have the same tag, and a registry may use the tag to keep a
+// user's keys together and to bound each user's share.
+//
+// TTLs and windows are measured on the caller's clock. A registry shared by
+// instances whose clocks differ keeps entries a little longer (redisstore
+// adds a margin); a registry of one instance needs no margin.
+//
+// Errors mean the registry could not be reached or updated: stepup then fails
+// closed (503, no grant). Not finding a key is not an error.
 type Registry interface {
 	// Consume records key as used for ttl. It reports true only for the
 	// first call with key within ttl: of concurrent calls with one key,
 	// across every instance sharing the registry, exactly one gets true.
+	// Lookup reads a consumed key as 1.
 	Consume(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
-	// AddFailure counts one failure under key in a fixed window of length
-	// window that starts with the first failure, and returns the count so
-	// far and the time left in the window.
-	AddFailure(ctx context.Context, key string, window time.Duration) (count int, retryAfter time.Duration, err error)
-	// Failures returns the count under key and the time left in its window;
-	// zero and zero when there is none.
-	Failures(ctx context.Context, key string) (count int, retryAfter time.Duration, err error)
-	// ResetFailures forgets the count under key.
-	ResetFailures(ctx context.Context, key string) error
+	// Take reserves one unit of a limit: when fewer than limit units are
+	// taken under key in the current window, it takes one more and reports
+	// true; otherwise it takes nothing and reports false. Either way it
+	// returns the time left in the window, which is fixed: it starts with
+	// the first Take and lasts window. Of concurrent calls, across every
+	// instance, never more than limit get true in one window.
+	Take(ctx context.Context, key string, limit int, window time.Duration) (ok bool, retryAfter time.Duration, err error)
+	// Give hands back one unit taken under key, if its window has not
+	// ended; the count never goes below zero.
+	Give(ctx context.Context, key string) error
+	// Count returns the units taken under key and the time left in its
+	// window; zero and zero when there is none.
+	Count(ctx context.Context, key string) (count int, retryAfter time.Duration, err error)
+	// Reset forgets key.
+	Reset(ctx context.Context, key string) error
+	// Mark records value under key for at least ttl. If key holds a value
+	// already, the greater value and the later expiry are kept.
+	Mark(ctx context.Context, key string, value int64, ttl time.Duration) error
+	// Lookup returns the value under each key (a count, a mark, or 1 for a
+	// consumed key), or 0 where there is none, in one round trip.
+	Lookup(ctx context.Context, keys ...string) ([]int64, error)
 }
 
 // DefaultRegistrySize is the number of entries a [MemoryRegistry] made by
-// [New] holds: about 10 MB at most.
-const DefaultRegistrySize = 100_000
+// [New] holds: enough for 10,000 step-ups a second, each remembered for three
+// minutes. An entry takes about 25 bytes, so a full registry takes about
+// 60 MB; an idle one takes next to nothing.
+const DefaultRegistrySize = 2_500_000
 
-// MemoryRegistry is a [Registry] for a single instance. Its memory is
-// bounded: expired entries are evicted as it goes, and when it holds max
-// unexpired entries, new ones are refused with [ErrRegistryFull]. It is safe
-// for concurrent use.
+// MemoryRegistry is a [Registry] for a single instance. It is safe for
+// concurrent use and built so that it is never the bottleneck of step-up:
+//
+//   - an entry is a 64-bit keyed hash of its key (a collision can only make
+//     a fresh key look used, that is refuse, never let a used one pass);
+//   - entries expire in one-second buckets, dropped a bucket at a time, so no
+//     operation sweeps the whole registry;
+//   - an entry is kept for exactly its TTL, rounded up to the second;
+//   - when it is more than 80% full, a user who holds more entries than the
+//     average user is refused first ([ErrRegistryFull]), so that one heavy
+//     account cannot deny step-up to everyone else.
 type MemoryRegistry struct {
-	now func() time.Time
-	max int
+	now  func() time.Time
+	max  int
+	high int // above this many entries, heavy users are refused
+	seed maphash.Seed
 
-	mu        sync.Mutex
-	entries   map[string]memEntry
-	lastSweep int64 // unix nanoseconds
-	nextSweep int64
+	mu      sync.Mutex
+	used    map[uint64]struct{} // consumed keys
+	vals    map[uint64]memValue // counts and marks
+	buckets map[int64][]uint64  // expiry second -> keys that may expire then
+	cursor  int64               // every bucket before this second is dropped
+	share   [ownerSlots]int32   // live entries per owner slot
+	owners  int                 // owner slots with a live entry
 }
 
-type memEntry struct {
+// memValue is a count (with the end of its window) or a mark.
+type memValue struct {
 	expires int64 // unix nanoseconds
-	count   int
+	v       int64
 }
+
+// ownerSlots is the number of per-user accounting slots. A user's keys all
+// land in one slot, chosen by a hash of the key's tag; users who share a slot
+// share its count.
+const ownerSlots = 1 << 16
 
 // NewMemoryRegistry returns a registry holding at most max entries, using
 // now (time.Now if nil) for expiry.
@@ -71,95 +116,254 @@ func NewMemoryRegistry(max int, now func() time.Time) *MemoryRegistry {
 	if now == nil {
 		now = time.Now
 	}
-	return &MemoryRegistry{now: now, max: max, entries: make(map[string]memEntry)}
+	return &MemoryRegistry{
+		now:     now,
+		max:     max,
+		high:    max - max/5,
+		seed:    maphash.MakeSeed(),
+		used:    make(map[uint64]struct{}),
+		vals:    make(map[uint64]memValue),
+		buckets: make(map[int64][]uint64),
+		cursor:  now().Unix(),
+	}
 }
 
-// Len returns the number of entries held, expired ones included until the
-// next sweep.
+// Len returns the number of entries held. Entries are dropped within a
+// second of expiring, as the registry is used.
 func (m *MemoryRegistry) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.entries)
+	return len(m.used) + len(m.vals)
 }
 
-// live returns the unexpired entry under key. The caller holds m.mu.
-func (m *MemoryRegistry) live(key string, now int64) (memEntry, bool) {
-	e, ok := m.entries[key]
-	if ok && e.expires <= now {
-		delete(m.entries, key)
-		return memEntry{}, false
+// hash returns the map key of key: 48 bits of a keyed hash of the whole key,
+// and in the low 16 bits the owner slot of its tag.
+func (m *MemoryRegistry) hash(key string) uint64 {
+	return maphash.String(m.seed, key)&^(ownerSlots-1) | uint64(m.slot(key))
+}
+
+// slot returns the owner slot of key: a hash of its {tag}, or of the whole
+// key when it has none.
+func (m *MemoryRegistry) slot(key string) uint16 {
+	tag := key
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			tag = key[i+1 : i+1+j]
+		}
 	}
-	return e, ok
+	return uint16(maphash.String(m.seed, "tag:"+tag))
 }
 
-// insert stores e under key. Expired entries are swept once a minute, and
-// when the registry is full, at most once a second so that a full registry
-// costs a flood of inserts little. The caller holds m.mu.
-func (m *MemoryRegistry) insert(key string, e memEntry, now int64) error {
-	if _, exists := m.entries[key]; !exists {
-		full := len(m.entries) >= m.max
-		if now >= m.nextSweep || (full && now >= m.lastSweep+int64(time.Second)) {
-			for k, old := range m.entries {
-				if old.expires <= now {
-					delete(m.entries, k)
-				}
+// advance drops the buckets that have expired by now (unix nanoseconds). The
+// caller holds m.mu.
+func (m *MemoryRegistry) advance(now int64) {
+	sec := now / int64(time.Second) // buckets up to sec hold only expired keys
+	if sec < m.cursor {
+		return
+	}
+	if sec-m.cursor > int64(len(m.buckets)) {
+		// A long jump of the clock: visit the buckets there are, not every
+		// second in between.
+		for b := range m.buckets {
+			if b <= sec {
+				m.drop(b, now)
 			}
-			m.lastSweep, m.nextSweep = now, now+int64(time.Minute)
 		}
-		if len(m.entries) >= m.max {
-			return ErrRegistryFull
+	} else {
+		for b := m.cursor; b <= sec; b++ {
+			m.drop(b, now)
 		}
 	}
-	m.entries[key] = e
+	m.cursor = sec + 1
+}
+
+// drop deletes the expired keys of bucket b. A value key may also sit in a
+// later bucket (Mark extended it); it is deleted only once it has expired.
+func (m *MemoryRegistry) drop(b, now int64) {
+	keys, ok := m.buckets[b]
+	if !ok {
+		return
+	}
+	delete(m.buckets, b)
+	for _, k := range keys {
+		if _, ok := m.used[k]; ok {
+			delete(m.used, k)
+			m.release(k)
+		} else if v, ok := m.vals[k]; ok && v.expires <= now {
+			delete(m.vals, k)
+			m.release(k)
+		}
+	}
+}
+
+func (m *MemoryRegistry) release(k uint64) {
+	s := &m.share[uint16(k)]
+	*s--
+	if *s == 0 {
+		m.owners--
+	}
+}
+
+// admit reports whether one more entry for map key k may be stored. The
+// caller holds m.mu.
+func (m *MemoryRegistry) admit(k uint64) error {
+	n := len(m.used) + len(m.vals)
+	if n >= m.max {
+		return ErrRegistryFull
+	}
+	if n >= m.high && m.owners > 0 && int(m.share[uint16(k)]) > n/m.owners {
+		return ErrRegistryFull
+	}
 	return nil
+}
+
+// track files k under the bucket of its expiry and counts it for its owner.
+func (m *MemoryRegistry) track(k uint64, expires int64, isNew bool) {
+	b := (expires + int64(time.Second) - 1) / int64(time.Second)
+	m.buckets[b] = append(m.buckets[b], k)
+	if isNew {
+		s := &m.share[uint16(k)]
+		if *s == 0 {
+			m.owners++
+		}
+		*s++
+	}
+}
+
+// value returns the live value under k. The caller holds m.mu.
+func (m *MemoryRegistry) value(k uint64, now int64) (memValue, bool) {
+	v, ok := m.vals[k]
+	if !ok || v.expires <= now {
+		return memValue{}, false
+	}
+	return v, true
+}
+
+// lock takes m.mu, drops what has expired and returns the time.
+func (m *MemoryRegistry) lock() int64 {
+	now := m.now().UnixNano()
+	m.mu.Lock()
+	m.advance(now)
+	return now
 }
 
 // Consume implements [Registry].
 func (m *MemoryRegistry) Consume(_ context.Context, key string, ttl time.Duration) (bool, error) {
-	now := m.now().UnixNano()
-	m.mu.Lock()
+	k := m.hash(key)
+	now := m.lock()
 	defer m.mu.Unlock()
-	if _, used := m.live(key, now); used {
+	if _, used := m.used[k]; used {
 		return false, nil
 	}
-	if err := m.insert(key, memEntry{expires: now + int64(ttl)}, now); err != nil {
+	if err := m.admit(k); err != nil {
 		return false, err
 	}
+	m.used[k] = struct{}{}
+	m.track(k, now+int64(ttl), true)
 	return true, nil
 }
 
-// AddFailure implements [Registry].
-func (m *MemoryRegistry) AddFailure(_ context.Context, key string, window time.Duration) (int, time.Duration, error) {
-	now := m.now().UnixNano()
-	m.mu.Lock()
+// Take implements [Registry].
+func (m *MemoryRegistry) Take(_ context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
+	k := m.hash(key)
+	now := m.lock()
 	defer m.mu.Unlock()
-	e, ok := m.live(key, now)
+	v, ok := m.value(k, now)
 	if !ok {
-		e = memEntry{expires: now + int64(window)}
+		// A new window. An expired entry not yet dropped is reused.
+		_, present := m.vals[k]
+		if !present {
+			if err := m.admit(k); err != nil {
+				return false, 0, err
+			}
+		}
+		v = memValue{expires: now + int64(window)}
+		m.vals[k] = v
+		m.track(k, v.expires, !present)
 	}
-	e.count++
-	if err := m.insert(key, e, now); err != nil {
-		return 0, 0, err
+	left := time.Duration(v.expires - now)
+	if v.v >= int64(limit) {
+		return false, left, nil
 	}
-	return e.count, time.Duration(e.expires - now), nil
+	v.v++
+	m.vals[k] = v
+	return true, left, nil
 }
 
-// Failures implements [Registry].
-func (m *MemoryRegistry) Failures(_ context.Context, key string) (int, time.Duration, error) {
-	now := m.now().UnixNano()
-	m.mu.Lock()
+// Give implements [Registry].
+func (m *MemoryRegistry) Give(_ context.Context, key string) error {
+	k := m.hash(key)
+	now := m.lock()
 	defer m.mu.Unlock()
-	e, ok := m.live(key, now)
+	if v, ok := m.value(k, now); ok && v.v > 0 {
+		v.v--
+		m.vals[k] = v
+	}
+	return nil
+}
+
+// Count implements [Registry].
+func (m *MemoryRegistry) Count(_ context.Context, key string) (int, time.Duration, error) {
+	k := m.hash(key)
+	now := m.lock()
+	defer m.mu.Unlock()
+	v, ok := m.value(k, now)
 	if !ok {
 		return 0, 0, nil
 	}
-	return e.count, time.Duration(e.expires - now), nil
+	return int(v.v), time.Duration(v.expires - now), nil
 }
 
-// ResetFailures implements [Registry].
-func (m *MemoryRegistry) ResetFailures(_ context.Context, key string) error {
-	m.mu.Lock()
+// Reset implements [Registry].
+func (m *MemoryRegistry) Reset(_ context.Context, key string) error {
+	k := m.hash(key)
+	m.lock()
 	defer m.mu.Unlock()
-	delete(m.entries, key)
+	if _, ok := m.vals[k]; ok {
+		delete(m.vals, k)
+		m.release(k)
+	}
 	return nil
+}
+
+// Mark implements [Registry].
+func (m *MemoryRegistry) Mark(_ context.Context, key string, value int64, ttl time.Duration) error {
+	k := m.hash(key)
+	now := m.lock()
+	defer m.mu.Unlock()
+	expires := now + int64(ttl)
+	old, exists := m.vals[k]
+	if !exists {
+		if err := m.admit(k); err != nil {
+			return err
+		}
+	} else if old.expires > now {
+		value = max(value, old.v)
+		if old.expires >= expires {
+			m.vals[k] = memValue{expires: old.expires, v: value}
+			return nil
+		}
+	}
+	m.vals[k] = memValue{expires: expires, v: value}
+	m.track(k, expires, !exists)
+	return nil
+}
+
+// Lookup implements [Registry].
+func (m *MemoryRegistry) Lookup(_ context.Context, keys ...string) ([]int64, error) {
+	out := make([]int64, len(keys))
+	hs := make([]uint64, len(keys))
+	for i, key := range keys {
+		hs[i] = m.hash(key)
+	}
+	now := m.lock()
+	defer m.mu.Unlock()
+	for i, k := range hs {
+		if _, used := m.used[k]; used {
+			out[i] = 1
+		} else if v, ok := m.value(k, now); ok {
+			out[i] = v.v
+		}
+	}
+	return out, nil
 }

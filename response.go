@@ -46,7 +46,7 @@ var (
 	errUnknownCred    = apiError{http.StatusNotFound, CodeUnknownCredential, "This passkey is not registered here."}
 	errVerifyFailed   = apiError{http.StatusBadRequest, CodeVerificationFailed, "The passkey could not be verified."}
 	errNotOwned       = apiError{http.StatusForbidden, CodeCredentialNotOwned, "Credential does not belong to the active user."}
-	errTooMany        = apiError{http.StatusTooManyRequests, CodeTooManyAttempts, "Too many failed attempts. Try again later."}
+	errTooMany        = apiError{http.StatusTooManyRequests, CodeTooManyAttempts, "Too many attempts. Try again later."}
 	errUnavailable    = apiError{http.StatusServiceUnavailable, CodeServiceUnavailable, "Confirmation is unavailable right now. Try again in a moment."}
 	errBadRequestBody = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid."}
 	errUnknownScope   = apiError{http.StatusBadRequest, CodeInvalidRequest, "There is no such scope."}

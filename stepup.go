@@ -8,9 +8,11 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
 )
 
@@ -74,19 +76,30 @@ type Config struct {
 	// Logger receives security events (see the package documentation).
 	// Default: events are discarded.
 	Logger *slog.Logger
-	// Registry is the server-side record of consumed challenges and failed
-	// attempts. Default: NewMemoryRegistry(DefaultRegistrySize, Now), right
-	// for a single instance. Instances behind a load balancer must share
-	// one, such as the Redis registry of the redisstore module.
+	// Registry is the server-side record of consumed challenges and grants,
+	// per-user limits and revocations. Gates read it too (for single use and
+	// revocation) and fail closed with 503 when it is unreachable. Default:
+	// NewMemoryRegistry(DefaultRegistrySize, Now), right for a single
+	// instance. Instances behind a load balancer must share one, such as the
+	// Redis registry of the redisstore module.
 	Registry Registry
 	// MaxFailures is how many failed verify attempts a user may make within
 	// FailureWindow; after that, options and verify answer 429
-	// too_many_attempts until the window ends. A success resets the count.
-	// Default 5.
+	// too_many_attempts until the window ends. Each attempt takes its unit
+	// before it is checked, so concurrent attempts cannot exceed the limit;
+	// a success resets the count. Default 5.
 	MaxFailures int
 	// FailureWindow is the window of MaxFailures, starting at the first
 	// failure. Default 15 minutes.
 	FailureWindow time.Duration
+	// MaxStepUps is how many verify attempts, successful or not, a user may
+	// make within StepUpWindow; after that, options and verify answer 429
+	// too_many_attempts to that user only. It bounds what one account can
+	// take of the shared Registry. Default 10.
+	MaxStepUps int
+	// StepUpWindow is the window of MaxStepUps, starting at the first
+	// attempt. Default 1 minute.
+	StepUpWindow time.Duration
 	// OnReauthRequired, when set, writes every refusal of a gate for want of
 	// a fresh grant (an HTML page, problem+json, ...) instead of the 403 JSON
 	// or the ReauthURL redirect. Cache-Control is already no-store. Default:
@@ -116,6 +129,8 @@ const (
 	DefaultChallengeTTL  = 2 * time.Minute
 	DefaultMaxFailures   = 5
 	DefaultFailureWindow = 15 * time.Minute
+	DefaultMaxStepUps    = 10
+	DefaultStepUpWindow  = time.Minute
 )
 
 // maxPending is how many started ceremonies a session keeps, so that two or
@@ -129,20 +144,23 @@ const futureSkew = 5 * time.Second
 // StepUp is the configured step-up middleware and its ceremony handlers. It
 // is safe for concurrent use. Create it with [New].
 type StepUp struct {
-	wa          *webauthn.WebAuthn
-	store       sessions.Store
-	users       UserStore
-	name        string
-	ttl         time.Duration
-	now         func() time.Time
-	reauthURL   *url.URL
-	log         *slog.Logger
-	crossOrigin *http.CrossOriginProtection
-	registry    Registry
-	maxFailures int
-	window      time.Duration
-	signIns     SignInIdentifier // nil when Users does not implement it
-	scopes      sync.Map         // scope names of the gates made so far
+	wa           *webauthn.WebAuthn
+	store        sessions.Store
+	users        UserStore
+	name         string
+	ttl          time.Duration
+	now          func() time.Time
+	reauthURL    *url.URL
+	log          *slog.Logger
+	crossOrigin  *http.CrossOriginProtection
+	registry     Registry
+	maxFailures  int
+	window       time.Duration
+	maxStepUps   int
+	stepUpWindow time.Duration
+	signIns      SignInIdentifier // nil when Users does not implement it
+	scopes       sync.Map         // scope names of the gates made so far
+	maxGateAge   atomic.Int64     // the longest maxAge of the gates made so far, in nanoseconds
 
 	onReauthRequired func(http.ResponseWriter, *http.Request, ReauthRequired)
 	recordEvidence   func(context.Context, Evidence) error
@@ -163,22 +181,29 @@ func New(cfg Config) (*StepUp, error) {
 		return nil, fmt.Errorf("%w: ChallengeTTL must not be negative", ErrInvalidConfig)
 	case cfg.MaxFailures < 0 || cfg.FailureWindow < 0:
 		return nil, fmt.Errorf("%w: MaxFailures and FailureWindow must not be negative", ErrInvalidConfig)
+	case cfg.MaxStepUps < 0 || cfg.StepUpWindow < 0:
+		return nil, fmt.Errorf("%w: MaxStepUps and StepUpWindow must not be negative", ErrInvalidConfig)
+	}
+	if err := checkStoreCanSave(cfg.Store, cfg.SessionName); err != nil {
+		return nil, fmt.Errorf("%w: Store cannot save a session: %v", ErrInvalidConfig, err)
 	}
 	if cfg.WebAuthn.Config == nil || cfg.WebAuthn.Config.RPID == "" {
 		return nil, fmt.Errorf("%w: WebAuthn has no relying party ID", ErrInvalidConfig)
 	}
 	s := &StepUp{
-		wa:          cfg.WebAuthn,
-		store:       cfg.Store,
-		users:       cfg.Users,
-		name:        cfg.SessionName,
-		ttl:         cfg.ChallengeTTL,
-		now:         cfg.Now,
-		log:         cfg.Logger,
-		crossOrigin: http.NewCrossOriginProtection(),
-		registry:    cfg.Registry,
-		maxFailures: cfg.MaxFailures,
-		window:      cfg.FailureWindow,
+		wa:           cfg.WebAuthn,
+		store:        cfg.Store,
+		users:        cfg.Users,
+		name:         cfg.SessionName,
+		ttl:          cfg.ChallengeTTL,
+		now:          cfg.Now,
+		log:          cfg.Logger,
+		crossOrigin:  http.NewCrossOriginProtection(),
+		registry:     cfg.Registry,
+		maxFailures:  cfg.MaxFailures,
+		window:       cfg.FailureWindow,
+		maxStepUps:   cfg.MaxStepUps,
+		stepUpWindow: cfg.StepUpWindow,
 
 		onReauthRequired: cfg.OnReauthRequired,
 		recordEvidence:   cfg.RecordEvidence,
@@ -208,6 +233,12 @@ func New(cfg Config) (*StepUp, error) {
 	if s.window == 0 {
 		s.window = DefaultFailureWindow
 	}
+	if s.maxStepUps == 0 {
+		s.maxStepUps = DefaultMaxStepUps
+	}
+	if s.stepUpWindow == 0 {
+		s.stepUpWindow = DefaultStepUpWindow
+	}
 	if cfg.ReauthURL != "" {
 		u, err := url.Parse(cfg.ReauthURL)
 		if err != nil || u.Scheme != "" || u.Host != "" || !isLocalPath(u.Path) {
@@ -216,4 +247,28 @@ func New(cfg Config) (*StepUp, error) {
 		s.reauthURL = u
 	}
 	return s, nil
+}
+
+// checkStoreCanSave finds, before the first request, a session store that
+// could never save: a CookieStore or FilesystemStore whose keys are missing
+// or of the wrong size (securecookie reports it only when encoding). Other
+// stores are trusted to report their faults at request time.
+func checkStoreCanSave(store sessions.Store, name string) error {
+	var codecs []securecookie.Codec
+	switch st := store.(type) {
+	case *sessions.CookieStore:
+		codecs = st.Codecs
+	case *sessions.FilesystemStore:
+		codecs = st.Codecs
+	default:
+		return nil
+	}
+	if name == "" {
+		name = DefaultSessionName
+	}
+	if len(codecs) == 0 {
+		return errors.New("it has no key")
+	}
+	_, err := securecookie.EncodeMulti(name, map[any]any{"check": []byte{1}}, codecs...)
+	return err
 }
