@@ -53,6 +53,7 @@ func (c *clock) AdvanceSeconds(s int64)  { c.Advance(time.Duration(s) * time.Sec
 type users struct {
 	*stepuptest.Users
 	failCurrent, failLookup, failUpdate atomic.Bool
+	lookupHook                          atomic.Pointer[func()] // runs in CredentialByID when set
 }
 
 var errDown = errors.New("database is down")
@@ -67,6 +68,9 @@ func (s *users) CurrentUser(r *http.Request) (webauthn.User, error) {
 func (s *users) CredentialByID(ctx context.Context, id []byte) (webauthn.Credential, []byte, error) {
 	if s.failLookup.Load() {
 		return webauthn.Credential{}, nil, errDown
+	}
+	if hook := s.lookupHook.Load(); hook != nil {
+		(*hook)()
 	}
 	return s.Users.CredentialByID(ctx, id)
 }
@@ -272,6 +276,10 @@ func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
 	mux.Handle("/password", su.RequireRecentReauth(gateMaxAge, stepup.Scope("password"))(sensitive))
 	mux.Handle("/payments", su.RequireRecentReauth(time.Minute, stepup.Scope("payments"))(sensitive))
 	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
+	// Two single-use gates of one scope, a minute and an hour.
+	mux.Handle("/oneoff-minute", su.RequireRecentReauth(time.Minute, stepup.Scope("oneoff"), stepup.Once())(sensitive))
+	mux.Handle("/oneoff-hour", su.RequireRecentReauth(time.Hour, stepup.Scope("oneoff"), stepup.Once())(sensitive))
+	mux.Handle("POST /pay-hour", su.RequireRecentReauth(time.Hour, stepup.Bind(paymentOperation))(sensitive))
 	mux.Handle("POST /pay", su.RequireRecentReauth(gateMaxAge, stepup.Bind(paymentOperation))(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
 			h.handled.Add(1)

@@ -113,6 +113,24 @@ type assertion struct {
 	noUserHandle bool
 	challenge    []byte
 	badSignature bool
+	clientData   func(*ClientData)
+}
+
+// ClientData is the collected client data an assertion signs
+// (CollectedClientData, WebAuthn §5.8.1).
+type ClientData struct {
+	Type        string `json:"type"`
+	Challenge   string `json:"challenge"` // base64url, as the browser writes it
+	Origin      string `json:"origin"`
+	CrossOrigin bool   `json:"crossOrigin"`
+	TopOrigin   string `json:"topOrigin,omitempty"`
+}
+
+// WithClientData lets edit change the client data before it is signed, for
+// what no other option makes: a challenge spelled differently, an assertion
+// made in a cross-origin frame (CrossOrigin and TopOrigin), another type.
+func WithClientData(edit func(*ClientData)) Option {
+	return func(o *assertion) { o.clientData = edit }
 }
 
 // WithCredential answers with the passkey whose ID is id, whether or not the
@@ -193,12 +211,11 @@ func (a *Authenticator) Get(optionsJSON []byte, opts ...Option) ([]byte, error) 
 	}
 	a.mu.Unlock()
 
-	clientData, err := json.Marshal(struct {
-		Type        string `json:"type"`
-		Challenge   string `json:"challenge"`
-		Origin      string `json:"origin"`
-		CrossOrigin bool   `json:"crossOrigin"`
-	}{"webauthn.get", base64.RawURLEncoding.EncodeToString(as.challenge), as.origin, false})
+	cd := ClientData{Type: "webauthn.get", Challenge: base64.RawURLEncoding.EncodeToString(as.challenge), Origin: as.origin}
+	if as.clientData != nil {
+		as.clientData(&cd)
+	}
+	clientData, err := json.Marshal(cd)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package stepup_test
+
+const raceEnabled = false
