@@ -167,8 +167,10 @@ type requestOptions struct {
 }
 
 // Get answers the PublicKeyCredentialRequestOptionsJSON in optionsJSON (as the
-// options handler returned it) the way navigator.credentials.get() followed
-// by toJSON() does, and returns that JSON. It picks the first passkey it holds
+// options handler returned it, or as go-webauthn's CredentialAssertion from
+// BeginLogin with the options under "publicKey") the way
+// navigator.credentials.get() followed by toJSON() does, and returns that
+// JSON. It picks the first passkey it holds
 // for the options' rpId that allowCredentials lists, or any passkey for the
 // rpId when allowCredentials is empty (a discoverable request). It returns
 // ErrNoCredential when none matches. Each assertion advances the passkey's
@@ -176,7 +178,7 @@ type requestOptions struct {
 // [WithoutUserVerification]), and BE and BS for a passkey made with [Synced].
 func (a *Authenticator) Get(optionsJSON []byte, opts ...Option) ([]byte, error) {
 	var ro requestOptions
-	if err := json.Unmarshal(optionsJSON, &ro); err != nil {
+	if err := json.Unmarshal(unwrapPublicKey(optionsJSON), &ro); err != nil {
 		return nil, fmt.Errorf("stepuptest: options are not PublicKeyCredentialRequestOptionsJSON: %w", err)
 	}
 	if len(ro.Challenge) == 0 || ro.RPID == "" {

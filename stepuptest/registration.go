@@ -219,17 +219,8 @@ func (a *Authenticator) Create(optionsJSON []byte, opts ...CreateOption) ([]byte
 // are go-webauthn's CredentialCreation, and checks the required members as
 // the WebIDL dictionary does.
 func parseCreationOptions(optionsJSON []byte) (*creationOptions, error) {
-	var wrapper struct {
-		PublicKey json.RawMessage `json:"publicKey"`
-	}
-	if err := json.Unmarshal(optionsJSON, &wrapper); err != nil {
-		return nil, fmt.Errorf("stepuptest: options are not PublicKeyCredentialCreationOptionsJSON: %w", err)
-	}
-	if len(wrapper.PublicKey) > 0 && wrapper.PublicKey[0] == '{' {
-		optionsJSON = wrapper.PublicKey
-	}
 	var co creationOptions
-	if err := json.Unmarshal(optionsJSON, &co); err != nil {
+	if err := json.Unmarshal(unwrapPublicKey(optionsJSON), &co); err != nil {
 		return nil, fmt.Errorf("stepuptest: options are not PublicKeyCredentialCreationOptionsJSON: %w", err)
 	}
 	var missing []string
@@ -257,6 +248,19 @@ func parseCreationOptions(optionsJSON []byte) (*creationOptions, error) {
 		return nil, fmt.Errorf("stepuptest: user.id is %d bytes, want 1 to 64 (TypeError)", n)
 	}
 	return &co, nil
+}
+
+// unwrapPublicKey returns the object under "publicKey" when optionsJSON is
+// go-webauthn's CredentialCreation or CredentialAssertion, and optionsJSON
+// itself otherwise (the options have no member of that name).
+func unwrapPublicKey(optionsJSON []byte) []byte {
+	var wrapper struct {
+		PublicKey json.RawMessage `json:"publicKey"`
+	}
+	if json.Unmarshal(optionsJSON, &wrapper) == nil && len(wrapper.PublicKey) > 0 && wrapper.PublicKey[0] == '{' {
+		return wrapper.PublicKey
+	}
+	return optionsJSON
 }
 
 // creationRPID returns the options' rp.id, or the origin's host if it is

@@ -369,3 +369,13 @@ func unb64(t *testing.T, s string) []byte {
 	}
 	return b
 }
+
+func TestCreateRejectsWhatIsNotOptions(t *testing.T) {
+	t.Parallel()
+	a := stepuptest.New(origin)
+	for _, in := range []string{``, `not json`, `[]`, `{"publicKey": 1}`, `{"publicKey": {}}`, `{"challenge": 5}`} {
+		if _, err := a.Create([]byte(in)); err == nil {
+			t.Errorf("Create(%q) succeeded", in)
+		}
+	}
+}
