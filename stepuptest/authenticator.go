@@ -1,9 +1,12 @@
 // Package stepuptest is a test kit for applications that use stepup: a
-// software WebAuthn authenticator that makes real ES256 passkeys and signs
-// real assertions, and a helper that runs the step-up ceremony against a
-// server with an *http.Client.
+// software WebAuthn authenticator that makes real ES256 passkeys (directly
+// with [Authenticator.Register], or by answering the application's own
+// registration options with [Authenticator.Create]) and signs real
+// assertions, and helpers that run the step-up ceremony against a server
+// with an *http.Client, at the documented paths or wherever the application
+// mounts the handlers ([Endpoints]).
 //
-// The assertions it makes are the JSON a browser's
+// The registrations and assertions it makes are the JSON a browser's
 // PublicKeyCredential.toJSON() produces, signed over the options the server
 // actually returned, so they go through the same go-webauthn verification as
 // a browser's. It is for tests only: its keys live in memory.
@@ -32,8 +35,11 @@ var ErrNoCredential = errors.New("stepuptest: no matching passkey")
 
 // Authenticator flag bits (WebAuthn §6.1 authenticator data).
 const (
-	flagUP = 0x01
-	flagUV = 0x04
+	flagUP = 0x01 // user present
+	flagUV = 0x04 // user verified
+	flagBE = 0x08 // backup eligible
+	flagBS = 0x10 // backed up
+	flagAT = 0x40 // attested credential data included
 )
 
 // Authenticator is a software, user-verifying ES256 authenticator with a
@@ -53,6 +59,7 @@ type passkey struct {
 	rpID    string
 	key     *ecdsa.PrivateKey
 	counter uint32
+	backup  bool // synced: BE and BS in every assertion (see Synced)
 }
 
 // New returns an authenticator used from a page at origin (such as
@@ -178,15 +185,18 @@ type requestOptions struct {
 }
 
 // Get answers the PublicKeyCredentialRequestOptionsJSON in optionsJSON (as the
-// options handler returned it) the way navigator.credentials.get() followed
-// by toJSON() does, and returns that JSON. It picks the first passkey it holds
+// options handler returned it, or as go-webauthn's CredentialAssertion from
+// BeginLogin with the options under "publicKey") the way
+// navigator.credentials.get() followed by toJSON() does, and returns that
+// JSON. It picks the first passkey it holds
 // for the options' rpId that allowCredentials lists, or any passkey for the
 // rpId when allowCredentials is empty (a discoverable request). It returns
 // ErrNoCredential when none matches. Each assertion advances the passkey's
-// sign counter.
+// sign counter. The assertion's flags are UP and UV (see
+// [WithoutUserVerification]), and BE and BS for a passkey made with [Synced].
 func (a *Authenticator) Get(optionsJSON []byte, opts ...Option) ([]byte, error) {
 	var ro requestOptions
-	if err := json.Unmarshal(optionsJSON, &ro); err != nil {
+	if err := json.Unmarshal(unwrapPublicKey(optionsJSON), &ro); err != nil {
 		return nil, fmt.Errorf("stepuptest: options are not PublicKeyCredentialRequestOptionsJSON: %w", err)
 	}
 	if len(ro.Challenge) == 0 || ro.RPID == "" {
@@ -202,6 +212,9 @@ func (a *Authenticator) Get(optionsJSON []byte, opts ...Option) ([]byte, error) 
 	if pk == nil {
 		a.mu.Unlock()
 		return nil, ErrNoCredential
+	}
+	if pk.backup {
+		as.flags |= flagBE | flagBS
 	}
 	counter := pk.counter + 1
 	if as.counter != nil {

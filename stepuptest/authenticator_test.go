@@ -70,3 +70,31 @@ func TestGetHonoursAllowCredentials(t *testing.T) {
 		t.Fatal("Forget")
 	}
 }
+
+// Get answers go-webauthn's BeginLogin output as it is ({"publicKey": ...,
+// "mediation": ...}), and ValidateLogin accepts the assertion.
+func TestGetAnswersBeginLoginWrapper(t *testing.T) {
+	t.Parallel()
+	wa := newWebAuthn(t)
+	a := stepuptest.New(origin)
+	users := stepuptest.NewUsers()
+	ada := users.Add("ada")
+	users.AddCredential("ada", a.Register(rpID, ada.Handle))
+	ada, _ = users.User("ada")
+	assertion, session, err := wa.BeginLogin(&ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	options, _ := json.Marshal(assertion)
+	body, err := a.Get(options)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := protocol.ParseCredentialRequestResponseBytes(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wa.ValidateLogin(&ada, *session, parsed); err != nil {
+		t.Fatal(err)
+	}
+}

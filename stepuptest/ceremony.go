@@ -51,19 +51,48 @@ func Verify(ctx context.Context, client *http.Client, verifyURL string, assertio
 	return post(ctx, client, "verify", verifyURL, assertion)
 }
 
+// Endpoints are the absolute URLs at which an application mounts stepup's
+// ceremony handlers: Options for [stepup.StepUp.OptionsHandler] and Verify
+// for [stepup.StepUp.VerifyHandler]. Use [DefaultEndpoints] for the paths the
+// stepup documentation mounts them at, or set both for an application that
+// mounts them elsewhere.
+type Endpoints struct {
+	Options string // such as "https://app.example/api/reauth/options"
+	Verify  string // such as "https://app.example/api/reauth/verify"
+}
+
+// DefaultEndpoints returns the endpoints at the documented paths under
+// baseURL (such as an httptest server's URL, without a final slash):
+// baseURL+"/api/reauth/options" and baseURL+"/api/reauth/verify". They are
+// the endpoints [Authenticator.Reauthenticate], [Authenticator.ReauthenticateFor]
+// and [Authenticator.Do] use.
+func DefaultEndpoints(baseURL string) Endpoints {
+	return Endpoints{Options: baseURL + "/api/reauth/options", Verify: baseURL + "/api/reauth/verify"}
+}
+
 // Reauthenticate runs the whole step-up ceremony as the browser client does:
 // it fetches options from baseURL+"/api/reauth/options", answers them with a
 // passkey of a, and posts the assertion to baseURL+"/api/reauth/verify".
 // opts change the assertion (see [Option]). It returns nil when the server
 // granted the step-up, and an *HTTPError or [ErrNoCredential] otherwise.
+// For handlers mounted elsewhere, use [Authenticator.ReauthenticateAt].
 func (a *Authenticator) Reauthenticate(ctx context.Context, client *http.Client, baseURL string, opts ...Option) error {
-	return a.ReauthenticateFor(ctx, client, baseURL, Request{}, opts...)
+	return a.ReauthenticateAt(ctx, client, DefaultEndpoints(baseURL), Request{}, opts...)
 }
 
 // ReauthenticateFor is [Authenticator.Reauthenticate] for a scoped or bound
 // grant.
 func (a *Authenticator) ReauthenticateFor(ctx context.Context, client *http.Client, baseURL string, req Request, opts ...Option) error {
-	options, err := OptionsFor(ctx, client, baseURL+"/api/reauth/options", req)
+	return a.ReauthenticateAt(ctx, client, DefaultEndpoints(baseURL), req, opts...)
+}
+
+// ReauthenticateAt is [Authenticator.ReauthenticateFor] against the handlers
+// at ep: it posts req to ep.Options (an empty body for the zero Request),
+// answers the options with a passkey of a, and posts the assertion to
+// ep.Verify. It returns nil when the server granted the step-up, and an
+// *HTTPError or [ErrNoCredential] otherwise.
+func (a *Authenticator) ReauthenticateAt(ctx context.Context, client *http.Client, ep Endpoints, req Request, opts ...Option) error {
+	options, err := OptionsFor(ctx, client, ep.Options, req)
 	if err != nil {
 		return err
 	}
@@ -71,7 +100,7 @@ func (a *Authenticator) ReauthenticateFor(ctx context.Context, client *http.Clie
 	if err != nil {
 		return err
 	}
-	_, err = Verify(ctx, client, baseURL+"/api/reauth/verify", assertion)
+	_, err = Verify(ctx, client, ep.Verify, assertion)
 	return err
 }
 
@@ -107,8 +136,18 @@ func post(ctx context.Context, client *http.Client, step, url string, body []byt
 // when the answer is 403 reauthentication_required, it runs the ceremony
 // against baseURL for the scope and operation the refusal names, then sends
 // the identical request once more. req's body must be replayable
-// (http.NewRequest sets GetBody for in-memory bodies).
+// (http.NewRequest sets GetBody for in-memory bodies). For handlers mounted
+// elsewhere, use [Authenticator.DoAt].
 func (a *Authenticator) Do(client *http.Client, req *http.Request, baseURL string, opts ...Option) (*http.Response, error) {
+	return a.DoAt(client, req, DefaultEndpoints(baseURL), opts...)
+}
+
+// DoAt is [Authenticator.Do] with the ceremony run against the handlers at
+// ep (see [Authenticator.ReauthenticateAt]). Any other answer than a 403
+// reauthentication_required is returned as it is, and so is the answer to
+// the retried request. A failed ceremony is an *HTTPError or
+// [ErrNoCredential], and the request is not sent again.
+func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoints, opts ...Option) (*http.Response, error) {
 	// Cloned before sending: a client with a cookie jar adds the cookies of
 	// the moment to the request it sends, and the retry needs fresh ones.
 	retry := req.Clone(req.Context())
@@ -136,7 +175,7 @@ func (a *Authenticator) Do(client *http.Client, req *http.Request, baseURL strin
 	if refusal.Operation != nil {
 		sr.Operation = refusal.Operation.Digest
 	}
-	if err := a.ReauthenticateFor(req.Context(), client, baseURL, sr, opts...); err != nil {
+	if err := a.ReauthenticateAt(req.Context(), client, ep, sr, opts...); err != nil {
 		return nil, err
 	}
 	if req.GetBody != nil {
