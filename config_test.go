@@ -32,6 +32,15 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 		{"absolute ReauthURL reject", stepup.Config{WebAuthn: wa, Store: store, Users: users, ReauthURL: "https://evil.example/reauth"}},
 		{"protocol-relative ReauthURL reject", stepup.Config{WebAuthn: wa, Store: store, Users: users, ReauthURL: "//evil.example/reauth"}},
 		{"relative ReauthURL reject", stepup.Config{WebAuthn: wa, Store: store, Users: users, ReauthURL: "reauth"}},
+		{"negative MaxStepUps reject", stepup.Config{WebAuthn: wa, Store: store, Users: users, MaxStepUps: -1}},
+		// A store that could never save: today's 500 on every options call,
+		// found at start instead.
+		{"cookie store without keys reject", stepup.Config{WebAuthn: wa, Store: sessions.NewCookieStore(), Users: users}},
+		{"cookie store with an empty hash key reject", stepup.Config{WebAuthn: wa, Store: sessions.NewCookieStore([]byte{}), Users: users}},
+		{"cookie store with a wrong-sized block key reject", stepup.Config{WebAuthn: wa, Store: sessions.NewCookieStore(
+			[]byte("0123456789abcdef0123456789abcdef"), []byte("a 17-byte key....")), Users: users}},
+		{"filesystem store with a wrong-sized block key reject", stepup.Config{WebAuthn: wa, Store: sessions.NewFilesystemStore(
+			t.TempDir(), []byte("0123456789abcdef0123456789abcdef"), []byte("short")), Users: users}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			su, err := stepup.New(tc.cfg)
@@ -42,5 +51,9 @@ func TestNewRejectsIncompleteConfig(t *testing.T) {
 	}
 	if _, err := stepup.New(stepup.Config{WebAuthn: wa, Store: store, Users: users, ReauthURL: "/reauth"}); err != nil {
 		t.Fatalf("minimal config: %v", err)
+	}
+	encrypted := sessions.NewCookieStore([]byte("0123456789abcdef0123456789abcdef"), []byte("0123456789abcdef"))
+	if _, err := stepup.New(stepup.Config{WebAuthn: wa, Store: encrypted, Users: users}); err != nil {
+		t.Fatalf("a store with both keys: %v", err)
 	}
 }

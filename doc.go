@@ -20,7 +20,14 @@
 //     otherwise);
 //   - a challenge answers at most once and only within Config.ChallengeTTL
 //     by Config.Now;
-//   - a sign counter that does not advance is refused as a clone signal.
+//   - a sign counter that does not advance is refused as a clone signal, and
+//     a counter value is accepted once per credential across instances.
+//
+// It also holds against a signed-in user with a working passkey who abuses
+// what is shared: every user's attempts are limited (failures, and step-ups
+// as such), the limits are taken atomically before anything is verified,
+// and the in-memory registry refuses its heaviest users first rather than
+// everyone.
 //
 // The browser side is button-triggered only: reauthentication is never
 // offered through autofill (conditional mediation).
@@ -32,17 +39,19 @@
 // [StepUp.RequireRecentReauth] passes a request when the grant belongs to the
 // signed-in user and its age is at most maxAge (age == maxAge passes, one
 // second more does not). A grant stamped more than a few seconds in the future
-// is refused. [StepUp.Revoke] drops the grant; call it at sign-out and after
-// one-off actions.
+// is refused. [StepUp.Revoke] ends the session's grants and
+// [StepUp.RevokeUser] every grant of a user; both are recorded in the
+// Registry, which the gate reads, so no older copy of the cookie passes.
 //
 // # Scopes, single use and transaction binding
 //
 // Gate options narrow the window: [Scope] makes a grant open only gates of
 // its scope, [Once] consumes the grant before the handler runs (recorded in
 // the [Registry], so exactly one of concurrent requests passes), and [Bind]
-// binds the grant to the digest of one operation: the ceremony's challenge is
-// SHA-256(nonce ‖ digest), so the signature proves what was confirmed, and
-// [Evidence] lets the application verify that later.
+// binds the grant to the digest of one operation: the ceremony's challenge
+// commits to the nonce, the user, the scope and the digest, so the signature
+// proves who confirmed what, and [Evidence] lets the application verify that
+// later.
 //
 // # Storage
 //
@@ -53,9 +62,10 @@
 // SameSite=Lax; its other attributes come from the store. A session that fails
 // to decode (tampered, expired, made under a retired key) counts as empty.
 // Because a client can always send an older copy of its cookie, single use
-// (of challenges and of Once and Bind grants) is recorded server-side in
-// Config.Registry; failed attempts are counted there too (429 after
-// Config.MaxFailures).
+// (of challenges and of Once and Bind grants) and revocation are recorded
+// server-side in Config.Registry, which the gate reads (failing closed with
+// 503); failed attempts and step-ups are counted there too (429 after
+// Config.MaxFailures or Config.MaxStepUps).
 //
 // # Errors
 //
@@ -78,18 +88,20 @@
 //	         409 no_credentials          the user has no passkey
 //	         200 PublicKeyCredentialRequestOptionsJSON
 //	verify   405, 403, 401, 500          as above
-//	         400 invalid_request         not a JSON assertion (413 request_too_large over 64 KiB)
+//	         429 too_many_attempts       over a per-user limit, taken before any check (Retry-After)
+//	         400 invalid_request         not a JSON assertion (413 request_too_large over 16 KiB)
 //	         400 challenge_expired       no pending challenge matches, another user's, or expired
 //	         404 unknown_credential      no user has the credential
 //	         500 internal_error          CredentialByID, UpdateCredential or session save failed
-//	         400 verification_failed     the assertion does not verify
+//	         400 verification_failed     the assertion does not verify, or its counter did not advance or was used
 //	         403 credential_not_owned    the credential belongs to another user
 //	         200 {"status": "ok", "reauthenticated_at": RFC 3339}
 //	options  400 invalid_request         a body that is not {"scope", "operation"} JSON, or an unknown scope
 //	         400 unknown_operation       an operation digest not pending for this user
-//	         429 too_many_attempts       too many failed verifies (Retry-After), also on verify
+//	         429 too_many_attempts       too many failed verifies or step-ups (Retry-After), also on verify
 //	         503 service_unavailable     the Registry failed, also on verify
 //	gate     401 no_active_session, 500 internal_error
+//	         503 service_unavailable     the Registry cannot be read
 //	         403 reauthentication_required with "max_age" in seconds,
 //	         or 303 to Config.ReauthURL?return_to=... for a browser navigation
 //
@@ -98,6 +110,6 @@
 // Config.Logger receives one record per event, its message the event name
 // (the Event constants): reauth_succeeded, reauth_failed (attribute "reason"
 // is the error code), gate_denied, rate_limited, cross_origin_refused,
-// store_failed and options_issued, with the user handle and credential ID in
+// store_failed, options_issued, clone_detected and grants_revoked, with the user handle and credential ID in
 // base64url. Challenges, signatures and cookie values are never logged.
 package stepup
