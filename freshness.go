@@ -27,7 +27,9 @@ const (
 	keyPending    = "stepup.pending"
 	keyOperations = "stepup.operations"
 
-	recordVersion = 1
+	// recordVersion 2 added the method, AMR, credential and flags of a
+	// grant. A session written by another version holds nothing.
+	recordVersion = 2
 
 	// signInTagLen is the length of the tag that binds a grant to the
 	// application's sign-in session: a truncated SHA-256 of its ID.
@@ -44,6 +46,16 @@ const (
 	// session (longer ones are cut at a rune boundary).
 	maxDescriptionLen = 120
 
+	// maxMethodLen is the longest method name; see [Method].
+	maxMethodLen = 32
+
+	// maxAMRLen bounds a grant's AMR values, joined by spaces.
+	maxAMRLen = 64
+
+	// maxCredentialIDLen is the longest credential ID a grant records
+	// (WebAuthn allows 1023 bytes; a longer one is not recorded).
+	maxCredentialIDLen = 255
+
 	// Bounds on the records a session keeps; the oldest go first.
 	maxGrants     = 4
 	maxOperations = 3
@@ -52,8 +64,9 @@ const (
 // grant is a completed step-up: who, when (Unix seconds by Now), in which
 // sign-in session (a tag derived from the application's sign-in ID, or empty
 // when the UserStore does not name its sign-in sessions), for which scope
-// ("" for none) and operation digest (empty unless bound), and a random ID
-// under which a single-use gate consumes it.
+// ("" for none) and operation digest (empty unless bound), a random ID
+// under which a single-use gate consumes it, and how: the method's name, its
+// AMR values (space-separated), for a passkey its credential ID, and flags.
 type grant struct {
 	at     int64
 	signIn []byte
@@ -61,7 +74,14 @@ type grant struct {
 	scope  []byte
 	op     []byte
 	id     []byte
+	method []byte
+	amr    []byte
+	cred   []byte
+	flags  int64
 }
+
+// Grant flags.
+const grantBackedUp = 1 // the passkey was backed up (synced)
 
 // pending is a started ceremony: when it stops being valid (Unix seconds by
 // Now), the challenge, who it was issued to, the scope, and for a bound
@@ -150,7 +170,8 @@ func encodeList[T any](items []T, record func(writer, T) writer) []byte {
 }
 
 func writeGrant(w writer, g grant) writer {
-	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id)
+	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
+		bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags)
 }
 
 func readGrantRecord(r reader) (grant, reader) {
@@ -161,6 +182,10 @@ func readGrantRecord(r reader) (grant, reader) {
 		scope:  r.bytes(0, maxScopeLen),
 		op:     r.bytes(0, 32),
 		id:     r.bytes(16, 16),
+		method: r.bytes(1, maxMethodLen),
+		amr:    r.bytes(0, maxAMRLen),
+		cred:   r.bytes(0, maxCredentialIDLen),
+		flags:  r.int(),
 	}
 	return g, r // after the reads: operands of one statement have no set order
 }

@@ -240,7 +240,7 @@ func TestConcurrentCeremoniesAcrossInstances(t *testing.T) {
 	bases := []string{h.srv.URL, srv2.URL}
 	cookies := make([]string, n)
 	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	errs := make(chan error, 3*n) // up to three per user: never blocks
 	for i, name := range names {
 		wg.Go(func() {
 			c := h.client(name)

@@ -360,7 +360,14 @@ var passkeyAMR = []string{"hwk", "user"}
 // Config.RecordEvidence, and grants nothing if that fails.
 func (c *attempt) grant(p pending, m method) {
 	s, uid := c.s, c.who.handle
-	g := grant{at: c.now.Unix(), signIn: c.who.signIn, user: uid, scope: p.scope, op: p.op, id: make([]byte, 16)}
+	g := grant{at: c.now.Unix(), signIn: c.who.signIn, user: uid, scope: p.scope, op: p.op, id: make([]byte, 16),
+		method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
+	if len(m.credentialID) <= maxCredentialIDLen {
+		g.cred = m.credentialID
+	}
+	if m.backedUp {
+		g.flags |= grantBackedUp
+	}
 	rand.Read(g.id)
 	if len(p.op) > 0 && s.recordEvidence != nil && m.evidence != nil {
 		ev := *m.evidence
