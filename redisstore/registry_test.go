@@ -32,6 +32,12 @@ var registries = []struct {
 			return redisstore.New(srv.client(t), redisstore.WithKeyPrefix(p), redisstore.WithClockSkew(0))
 		}
 	}},
+	{"cluster", func(t *testing.T) func() stepup.Registry {
+		c, p := sharedCluster(t), prefix(t)
+		return func() stepup.Registry {
+			return redisstore.New(c.client(t), redisstore.WithKeyPrefix(p), redisstore.WithClockSkew(0))
+		}
+	}},
 }
 
 // eventually polls cond every few milliseconds until it holds, and fails t
