@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/redisstore"
 )
 
@@ -283,4 +284,16 @@ func (c *redisCluster) holder(t *testing.T, key string) string {
 	}
 	t.Fatalf("no master holds %s", key)
 	return ""
+}
+
+// newClusterApp is newApp with its registry on the shared cluster, through
+// a cluster client of each instance's own.
+func newClusterApp(t *testing.T) *app {
+	t.Helper()
+	c, p := sharedCluster(t), prefix(t)
+	a := newApp(t, nil)
+	a.newReg = func() stepup.Registry {
+		return redisstore.New(c.client(t), redisstore.WithKeyPrefix(p))
+	}
+	return a
 }
