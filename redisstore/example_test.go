@@ -56,6 +56,24 @@ func Example() {
 	log.Fatal(http.ListenAndServe(":8080", mux))
 }
 
+// Example_cluster makes the registry on Redis Cluster: go-redis makes a
+// cluster client of several node addresses. Each user's keys share a hash
+// tag, so they live in one slot while users spread over the masters.
+func Example_cluster() {
+	client := redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:        []string{"redis-1:6379", "redis-2:6379", "redis-3:6379"},
+		DialTimeout:  time.Second,
+		ReadTimeout:  time.Second,
+		WriteTimeout: time.Second,
+		MaxRetries:   1,
+	})
+	defer client.Close()
+	// Instances whose clocks may differ by up to 30 s (the default margin
+	// is a minute).
+	reg := redisstore.New(client, redisstore.WithKeyPrefix("app:"), redisstore.WithClockSkew(30*time.Second))
+	_ = stepup.Config{Registry: reg /* and WebAuthn, Store, Users as above */}
+}
+
 // appUsers stands for the application's sign-in session and passkey table.
 type appUsers struct{}
 

@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
@@ -20,202 +21,330 @@ import (
 
 const causeReplayed = "challenge already used (replayed session)"
 
+// backends are the Redis deployments the scenarios of several instances run
+// on: a single server, and the three-master cluster.
+var backends = []struct {
+	name   string
+	newApp func(t *testing.T) *app
+}{
+	{"redis", func(t *testing.T) *app { return newApp(t, sharedRedis(t)) }},
+	{"cluster", newClusterApp},
+}
+
 func TestAcrossInstancesOptionsOnOneVerifyOnOtherPass(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	one, two := a.instance(), a.instance()
-	c := a.client("alice")
-	one.expectNoGrant(c)
-	two.expectNoGrant(c)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			one, two := a.instance(), a.instance()
+			c := a.client("alice")
+			one.expectNoGrant(c)
+			two.expectNoGrant(c)
 
-	as := a.sign(one.options(c))
-	if r := two.verify(c, as); r.status != http.StatusOK {
-		t.Fatalf("verify on the other instance: %d %s", r.status, r.raw)
+			as := a.sign(one.options(c))
+			if r := two.verify(c, as); r.status != http.StatusOK {
+				t.Fatalf("verify on the other instance: %d %s", r.status, r.raw)
+			}
+			one.expectGrant(c)
+			two.expectGrant(c)
+		})
 	}
-	one.expectGrant(c)
-	two.expectGrant(c)
 }
 
 func TestReplayOnSecondInstanceReject(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	one, two := a.instance(), a.instance()
-	c := a.client("alice")
-	as := a.sign(one.options(c))
-	kept := a.stepupCookie(c) // the challenge pending, no grant
-	if r := one.verify(c, as); r.status != http.StatusOK {
-		t.Fatalf("verify: %d %s", r.status, r.raw)
-	}
-	// The kept cookie and the same assertion, on either instance.
-	for _, i := range []*instance{two, one} {
-		a.setStepupCookie(c, kept)
-		expectError(t, i.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
-		one.expectNoGrant(c)
-		two.expectNoGrant(c)
-	}
-	if n := a.countCause(causeReplayed); n != 2 {
-		t.Errorf("%d replays logged as %q, want 2: %s", n, causeReplayed, a.log)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			one, two := a.instance(), a.instance()
+			c := a.client("alice")
+			as := a.sign(one.options(c))
+			kept := a.stepupCookie(c) // the challenge pending, no grant
+			if r := one.verify(c, as); r.status != http.StatusOK {
+				t.Fatalf("verify: %d %s", r.status, r.raw)
+			}
+			// The kept cookie and the same assertion, on either instance.
+			for _, i := range []*instance{two, one} {
+				a.setStepupCookie(c, kept)
+				expectError(t, i.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				one.expectNoGrant(c)
+				two.expectNoGrant(c)
+			}
+			if n := a.countCause(causeReplayed); n != 2 {
+				t.Errorf("%d replays logged as %q, want 2: %s", n, causeReplayed, a.log)
+			}
+		})
 	}
 }
 
 func TestStaleCookieCannotReviveAnyTabAcrossInstancesReject(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	insts := []*instance{a.instance(), a.instance()}
-	c := a.client("alice")
-	// Three tabs start a ceremony each, on alternating instances.
-	var tabs [][]byte
-	for k := range 3 {
-		tabs = append(tabs, a.sign(insts[k%2].options(c)))
-	}
-	stale := a.stepupCookie(c) // all three pending
-	for k, as := range tabs {  // each tab finishes on the other instance
-		if _, err := stepuptest.Verify(t.Context(), c, insts[(k+1)%2].URL+"/api/reauth/verify", as); err != nil {
-			t.Fatalf("tab %d: %v", k, err)
-		}
-	}
-	// Each replay is a failed attempt: three stay under the limit of five.
-	for k, as := range tabs {
-		a.setStepupCookie(c, stale)
-		expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
-		insts[0].expectNoGrant(c)
-		insts[1].expectNoGrant(c)
-	}
-	if n := a.countCause(causeReplayed); n != 3 {
-		t.Errorf("%d replays logged as %q, want 3", n, causeReplayed)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			insts := []*instance{a.instance(), a.instance()}
+			c := a.client("alice")
+			// Three tabs start a ceremony each, on alternating instances.
+			var tabs [][]byte
+			for k := range 3 {
+				tabs = append(tabs, a.sign(insts[k%2].options(c)))
+			}
+			stale := a.stepupCookie(c) // all three pending
+			for k, as := range tabs {  // each tab finishes on the other instance
+				if _, err := stepuptest.Verify(t.Context(), c, insts[(k+1)%2].URL+"/api/reauth/verify", as); err != nil {
+					t.Fatalf("tab %d: %v", k, err)
+				}
+			}
+			// Each replay is a failed attempt: three stay under the limit of five.
+			for k, as := range tabs {
+				a.setStepupCookie(c, stale)
+				expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				insts[0].expectNoGrant(c)
+				insts[1].expectNoGrant(c)
+			}
+			if n := a.countCause(causeReplayed); n != 3 {
+				t.Errorf("%d replays logged as %q, want 3", n, causeReplayed)
+			}
+		})
 	}
 }
 
 func TestConcurrentVerifyOfOneAssertionOneWins(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	insts := []*instance{a.instance(), a.instance()}
-	c := a.client("alice")
-	as := a.sign(insts[0].options(c))
-	// Many copies of the same browser state post the same assertion at once.
-	const n = 16
-	copies := make([]*http.Client, n)
-	for k := range copies {
-		copies[k] = a.copyClient(c)
-	}
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for k := range n {
-		wg.Go(func() {
-			_, err := stepuptest.Verify(t.Context(), copies[k], insts[k%2].URL+"/api/reauth/verify", as)
-			var he *stepuptest.HTTPError
-			switch {
-			case err == nil:
-				statuses[k] = http.StatusOK
-			case errors.As(err, &he) && (he.Code == stepup.CodeChallengeExpired || he.Code == stepup.CodeTooManyAttempts):
-				// A replay counts as a failed attempt, so after five
-				// of them the rest are refused earlier, with 429.
-				statuses[k] = he.Status
-			default:
-				t.Errorf("copy %d: %v", k, err)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			insts := []*instance{a.instance(), a.instance()}
+			c := a.client("alice")
+			as := a.sign(insts[0].options(c))
+			// Many copies of the same browser state post the same assertion at once.
+			const n = 16
+			copies := make([]*http.Client, n)
+			for k := range copies {
+				copies[k] = a.copyClient(c)
+			}
+			statuses := make([]int, n)
+			var wg sync.WaitGroup
+			for k := range n {
+				wg.Go(func() {
+					_, err := stepuptest.Verify(t.Context(), copies[k], insts[k%2].URL+"/api/reauth/verify", as)
+					var he *stepuptest.HTTPError
+					switch {
+					case err == nil:
+						statuses[k] = http.StatusOK
+					case errors.As(err, &he) && (he.Code == stepup.CodeChallengeExpired || he.Code == stepup.CodeTooManyAttempts):
+						// Each attempt takes a unit of the user's limits
+						// before anything is checked, and a replay keeps
+						// its failure: past the limits the rest are
+						// refused, with 429.
+						statuses[k] = he.Status
+					default:
+						t.Errorf("copy %d: %v", k, err)
+					}
+				})
+			}
+			wg.Wait()
+			won, checked := 0, 0
+			for k, s := range statuses {
+				if s != http.StatusTooManyRequests {
+					checked++
+				}
+				if s == http.StatusOK {
+					won++
+					insts[(k+1)%2].expectGrant(copies[k])
+				} else {
+					insts[k%2].expectNoGrant(copies[k])
+				}
+			}
+			if won != 1 {
+				t.Fatalf("%d of %d concurrent verifies of one assertion were granted, want 1: %v", won, n, statuses)
+			}
+			// The step-up limit is never given back here: of the 16, at
+			// most 10 got a unit and were checked, on both instances
+			// together.
+			if checked > stepup.DefaultMaxStepUps {
+				t.Fatalf("%d of %d concurrent verifies were checked, over the step-up limit of %d: %v", checked, n, stepup.DefaultMaxStepUps, statuses)
 			}
 		})
-	}
-	wg.Wait()
-	won := 0
-	for k, s := range statuses {
-		if s == http.StatusOK {
-			won++
-			insts[(k+1)%2].expectGrant(copies[k])
-		} else {
-			insts[k%2].expectNoGrant(copies[k])
-		}
-	}
-	if won != 1 {
-		t.Fatalf("%d of %d concurrent verifies of one assertion were granted, want 1: %v", won, n, statuses)
 	}
 }
 
 func TestRateLimitSharedAcrossInstances(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	insts := []*instance{a.instance(), a.instance()}
-	c := a.client("alice")
-	fail := func(i *instance) {
-		t.Helper()
-		r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
-		expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
-	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			insts := []*instance{a.instance(), a.instance()}
+			c := a.client("alice")
+			fail := func(i *instance) {
+				t.Helper()
+				r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
+				expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
+			}
 
-	// A success resets the count: four failures, a success, four more.
-	for k := range 4 {
-		fail(insts[k%2])
+			// A success resets the count: four failures, a success, four more.
+			for k := range 4 {
+				fail(insts[k%2])
+			}
+			insts[1].reauth(c)
+			insts[0].revoke(c)
+			for k := range 4 {
+				fail(insts[k%2])
+			}
+			// The fifth since the success, split over both instances: now both refuse.
+			fail(insts[0])
+			var retry []int
+			for _, i := range insts {
+				r := i.post(c, "/api/reauth/options", nil)
+				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				if len(r.header.Values("Set-Cookie")) != 0 {
+					t.Errorf("a refused options call started a ceremony: %q", r.header.Values("Set-Cookie"))
+				}
+				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+				if err != nil || secs < 1 || secs > int(stepup.DefaultFailureWindow.Seconds()) {
+					t.Fatalf("Retry-After %q, want 1 to 900 seconds", r.header.Get("Retry-After"))
+				}
+				retry = append(retry, secs)
+				r = i.verify(c, []byte(`{}`))
+				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				if r.header.Get("Retry-After") == "" {
+					t.Error("verify's 429 has no Retry-After")
+				}
+				i.expectNoGrant(c)
+			}
+			if d := retry[0] - retry[1]; d < 0 || d > 1 {
+				t.Errorf("Retry-After %v: the instances do not share one window", retry)
+			}
+			if evs := a.events(stepup.EventRateLimited); len(evs) != 4 {
+				t.Errorf("%d rate_limited events, want 4", len(evs))
+			} else {
+				for _, ev := range evs {
+					if ev["limit"] != "failures" {
+						t.Errorf("rate_limited by %v, want the failure limit", ev["limit"])
+					}
+				}
+			}
+			// Bob is not affected.
+			bob := a.client("bob")
+			insts[0].reauth(bob)
+			insts[1].expectGrant(bob)
+		})
 	}
-	insts[1].reauth(c)
-	insts[0].revoke(c)
-	for k := range 4 {
-		fail(insts[k%2])
+}
+
+func TestStepUpLimitSharedAcrossInstances(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			insts := []*instance{a.instance(), a.instance()}
+			c := a.client("alice")
+			// Every verify takes a unit of the step-up limit, successful
+			// or not, whichever instance it reaches.
+			for k := range stepup.DefaultMaxStepUps {
+				insts[k%2].reauth(c)
+			}
+			for _, i := range insts {
+				r := i.post(c, "/api/reauth/options", nil)
+				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
+				if err != nil || secs < 1 || secs > int(stepup.DefaultStepUpWindow.Seconds()) {
+					t.Fatalf("Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
+				}
+				expectError(t, i.verify(c, []byte(`{}`)), http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+			}
+			for _, ev := range a.events(stepup.EventRateLimited) {
+				if ev["limit"] != "step-ups" {
+					t.Errorf("rate_limited by %v, want the step-up limit", ev["limit"])
+				}
+			}
+			insts[0].expectGrant(c) // the grants made stay
+			bob := a.client("bob")
+			insts[1].reauth(bob)
+			insts[0].expectGrant(bob)
+		})
 	}
-	// The fifth since the success, split over both instances: now both refuse.
-	fail(insts[0])
-	var retry []int
-	for _, i := range insts {
-		r := i.post(c, "/api/reauth/options", nil)
-		expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
-		if len(r.header.Values("Set-Cookie")) != 0 {
-			t.Errorf("a refused options call started a ceremony: %q", r.header.Values("Set-Cookie"))
-		}
-		secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-		if err != nil || secs < 1 || secs > int(stepup.DefaultFailureWindow.Seconds()) {
-			t.Fatalf("Retry-After %q, want 1 to 900 seconds", r.header.Get("Retry-After"))
-		}
-		retry = append(retry, secs)
-		r = i.verify(c, []byte(`{}`))
-		expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
-		if r.header.Get("Retry-After") == "" {
-			t.Error("verify's 429 has no Retry-After")
-		}
-		i.expectNoGrant(c)
+}
+
+func TestRevokeAcrossInstances(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			one, two := a.instance(), a.instance()
+			c := a.client("alice")
+			one.reauth(c)
+			older := a.copyClient(c) // a copy of the cookie with the grant
+			two.expectGrant(older)
+			two.revoke(c)
+			// The older copy opens no gate, on either instance: the
+			// revocation is a Mark in the shared registry.
+			one.expectNoGrant(older)
+			two.expectNoGrant(older)
+
+			// RevokeUser on one instance ends every grant of the user,
+			// in every browser, on every instance.
+			d := a.client("alice")
+			two.reauth(c)
+			one.reauth(d)
+			bob := a.client("bob")
+			one.reauth(bob)
+			if err := one.su.RevokeUser(t.Context(), []byte("handle-alice")); err != nil {
+				t.Fatal(err)
+			}
+			for _, i := range []*instance{one, two} {
+				i.expectNoGrant(c)
+				i.expectNoGrant(d)
+				i.expectGrant(bob)
+			}
+		})
 	}
-	if d := retry[0] - retry[1]; d < 0 || d > 1 {
-		t.Errorf("Retry-After %v: the instances do not share one window", retry)
-	}
-	if n := len(a.events(stepup.EventRateLimited)); n != 4 {
-		t.Errorf("%d rate_limited events, want 4", n)
-	}
-	// Bob is not affected.
-	bob := a.client("bob")
-	insts[0].reauth(bob)
-	insts[1].expectGrant(bob)
 }
 
 func TestOnceGateAcrossInstancesOneWins(t *testing.T) {
 	t.Parallel()
-	a := newApp(t, sharedRedis(t))
-	insts := []*instance{a.instance(), a.instance()}
-	c := a.client("alice")
-	insts[0].reauth(c)
-	// Copies of the granted cookie hit the single-use gate at once, on both
-	// instances: the registry lets exactly one through.
-	const n = 8
-	copies := make([]*http.Client, n)
-	for k := range copies {
-		copies[k] = a.copyClient(c)
-	}
-	before := a.handled.Load()
-	statuses := make([]int, n)
-	var wg sync.WaitGroup
-	for k := range n {
-		wg.Go(func() { statuses[k] = insts[k%2].post(copies[k], "/once", nil).status })
-	}
-	wg.Wait()
-	passed := 0
-	for _, s := range statuses {
-		switch s {
-		case http.StatusOK:
-			passed++
-		case http.StatusForbidden:
-		default:
-			t.Errorf("single-use gate answered %d", s)
-		}
-	}
-	if passed != 1 || a.handled.Load() != before+1 {
-		t.Fatalf("%d of %d requests passed the single-use gate (%d handled), want 1: %v", passed, n, a.handled.Load()-before, statuses)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			a := b.newApp(t)
+			insts := []*instance{a.instance(), a.instance()}
+			c := a.client("alice")
+			insts[0].reauth(c)
+			// Copies of the granted cookie hit the single-use gate at once, on both
+			// instances: the registry lets exactly one through.
+			const n = 8
+			copies := make([]*http.Client, n)
+			for k := range copies {
+				copies[k] = a.copyClient(c)
+			}
+			before := a.handled.Load()
+			statuses := make([]int, n)
+			var wg sync.WaitGroup
+			for k := range n {
+				wg.Go(func() { statuses[k] = insts[k%2].post(copies[k], "/once", nil).status })
+			}
+			wg.Wait()
+			passed := 0
+			for _, s := range statuses {
+				switch s {
+				case http.StatusOK:
+					passed++
+				case http.StatusForbidden:
+				default:
+					t.Errorf("single-use gate answered %d", s)
+				}
+			}
+			if passed != 1 || a.handled.Load() != before+1 {
+				t.Fatalf("%d of %d requests passed the single-use gate (%d handled), want 1: %v", passed, n, a.handled.Load()-before, statuses)
+			}
+		})
 	}
 }
 
@@ -231,24 +360,29 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	srv.stop()
 	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
 	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	// A plain gate does not use Redis: the grant made before still opens it.
-	one.expectGrant(c)
-	two.expectGrant(c)
-	// A single-use gate must record the use, so it refuses with 503.
+	// Every gate reads the registry (was the grant used or revoked since
+	// this copy of the cookie was made?), so the plain gate fails closed
+	// too, and the single-use one cannot record the use.
 	before := a.handled.Load()
-	expectError(t, two.post(c, "/once", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	if a.handled.Load() != before {
-		t.Fatal("the single-use gate ran its handler without Redis")
+	for _, i := range []*instance{one, two} {
+		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+		expectError(t, i.post(c, "/once", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
 	}
-	if n := storeFailures(a, "registry"); n < 3 {
-		t.Errorf("%d store_failed events for the registry, want 3: %s", n, a.log)
+	if a.handled.Load() != before {
+		t.Fatal("a gate ran its handler without Redis")
+	}
+	if n := storeFailures(a, "registry"); n < 6 {
+		t.Errorf("%d store_failed events for the registry, want one for each of the 6 refusals: %s", n, a.log)
 	}
 
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
-	// The attempt the outage refused can be made again, the single-use gate
-	// works, and a new ceremony too.
+	// The grant made before opens the plain gate again, the attempt the
+	// outage refused (before it took anything) can be made again, the
+	// single-use gate works, and a new ceremony too.
+	one.expectGrant(c)
+	two.expectGrant(c)
 	if r := two.verify(c, as); r.status != http.StatusOK {
 		t.Fatalf("verify after Redis is back: %d %s", r.status, r.raw)
 	}
@@ -276,11 +410,17 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	srv := newRedis(t)
 	admin := srv.client(t)
 	ctx := t.Context()
-	// The application's Redis user may read but not SET: Failures works, and
+	// The application's Redis user may read every key and write the
+	// per-user counts, but not a consumed challenge: the limits work, and
 	// Consume, the single-use check itself, fails.
-	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">app-secret", "~*", "+@all", "-set").Err(); err != nil {
-		t.Fatal(err)
+	setUser := func(rules ...any) {
+		t.Helper()
+		args := append([]any{"ACL", "SETUSER", "app", "on", ">app-secret", "resetkeys", "+@all"}, rules...)
+		if err := admin.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
 	}
+	setUser("%R~*", "~*:fail", "~*:stepups")
 	a := newApp(t, srv)
 	a.newReg = func() stepup.Registry {
 		return redisstore.New(newClient(t, srv.addr, func(o *redis.Options) {
@@ -296,10 +436,21 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	if n := storeFailures(a, "registry"); n != 1 {
 		t.Errorf("%d store_failed events for the registry, want 1: %s", n, a.log)
 	}
-
-	if err := admin.Do(ctx, "ACL", "SETUSER", "app", "+set").Err(); err != nil {
-		t.Fatal(err)
+	for _, k := range []string{"fail", "stepups"} {
+		if n := admin.Get(ctx, "stepup:{"+b64("handle-alice")+"}:"+k).Val(); n != "0" {
+			t.Errorf("%s count %q after a fault of ours, want it given back to 0", k, n)
+		}
 	}
+
+	// A user who may write nothing: the verify fails before it checks
+	// anything, when it takes its unit of the limits.
+	setUser("%R~*")
+	expectError(t, one.verify(c, a.sign(two.options(c))), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	if n := storeFailures(a, "registry"); n != 2 {
+		t.Errorf("%d store_failed events for the registry, want 2: %s", n, a.log)
+	}
+
+	setUser("~*")
 	// A fault of ours does not count against the user: four failures of
 	// hers and she may still try.
 	for k := range 4 {
@@ -310,6 +461,9 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	one.reauth(c)
 	two.expectGrant(c)
 }
+
+// b64 is how stepup writes a user handle in a registry key's hash tag.
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 // storeFailures counts the store_failed events of the given store.
 func storeFailures(a *app, store string) int {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,8 +23,9 @@ import (
 // so, except when CI=true or STEPUP_REQUIRE_REDIS=1: there a missing server
 // fails the package.
 
-// redisBin is the redis-server binary, or "" when none is installed.
-var redisBin string
+// redisBin is the redis-server binary, or "" when none is installed;
+// redisCLI likewise for redis-cli, which makes the test cluster.
+var redisBin, redisCLI string
 
 // shared is the server of the tests that do not stop it; each of them keeps
 // its keys apart with a prefix of its own. Started on first use.
@@ -37,16 +39,26 @@ func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the outage tests make them on purpose.
 	redis.SetLogger(discardLogger{})
 	redisBin, _ = exec.LookPath("redis-server")
-	if redisBin == "" {
-		if os.Getenv("CI") == "true" || os.Getenv("STEPUP_REQUIRE_REDIS") == "1" {
-			fmt.Fprintln(os.Stderr, "redisstore: FAIL: redis-server is not on PATH, and CI=true or STEPUP_REQUIRE_REDIS=1 requires it (apt-get install redis-server)")
-			os.Exit(1)
-		}
+	redisCLI, _ = exec.LookPath("redis-cli")
+	required := os.Getenv("CI") == "true" || os.Getenv("STEPUP_REQUIRE_REDIS") == "1"
+	switch {
+	case redisBin == "" && required:
+		fmt.Fprintln(os.Stderr, "redisstore: FAIL: redis-server is not on PATH, and CI=true or STEPUP_REQUIRE_REDIS=1 requires it (apt-get install redis-server)")
+		os.Exit(1)
+	case redisBin == "":
 		fmt.Fprintln(os.Stderr, "redisstore: SKIP: redis-server is not on PATH, so the Redis tests are skipped (apt-get install redis-server to run them)")
+	case redisCLI == "" && required:
+		fmt.Fprintln(os.Stderr, "redisstore: FAIL: redis-cli is not on PATH, and CI=true or STEPUP_REQUIRE_REDIS=1 requires it to make the test cluster (apt-get install redis-tools)")
+		os.Exit(1)
+	case redisCLI == "":
+		fmt.Fprintln(os.Stderr, "redisstore: SKIP: redis-cli is not on PATH, so the Redis Cluster tests are skipped (apt-get install redis-tools to run them)")
 	}
 	code := m.Run()
 	if shared.srv != nil {
 		shared.srv.stop()
+	}
+	if cluster.c != nil {
+		cluster.c.stop()
 	}
 	os.Exit(code)
 }
@@ -97,22 +109,42 @@ type redisServer struct {
 }
 
 // startRedisServer starts a server on a free port, trying another port if
-// the chosen one is taken before the server binds it.
+// the chosen one is taken before the server binds it. A cluster node
+// (--cluster-enabled yes) gets a free port for its cluster bus too: by
+// default Redis takes the port 10000 above its own, which may be taken or,
+// above 55535, not exist.
 func startRedisServer(dir string, args ...string) (*redisServer, error) {
 	var err error
 	for range 3 {
-		var l net.Listener
-		if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		var addr, bus string
+		if addr, err = freeAddr(); err != nil {
 			return nil, err
 		}
-		addr := l.Addr().String()
-		l.Close()
-		s := &redisServer{addr: addr, dir: dir, args: args}
+		a := args
+		if slices.Contains(args, "--cluster-enabled") {
+			if bus, err = freeAddr(); err != nil {
+				return nil, err
+			}
+			_, port, _ := net.SplitHostPort(bus)
+			a = append(slices.Clip(args), "--cluster-port", port)
+		}
+		s := &redisServer{addr: addr, dir: dir, args: a}
 		if err = s.start(); err == nil {
 			return s, nil
 		}
 	}
 	return nil, err
+}
+
+// freeAddr returns a loopback address with a port that was free a moment
+// ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
 
 // start runs the server on s.addr and waits until it answers PING.
@@ -225,12 +257,10 @@ func (discardLogger) Printf(context.Context, string, ...any) {}
 // deadAddr returns a loopback address where nothing listens.
 func deadAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	return addr
 }
 

@@ -1,6 +1,7 @@
 package redisstore_test
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"sync"
@@ -70,9 +71,17 @@ func TestServerSideSessionStore(t *testing.T) {
 		t.Fatalf("no session record in Redis for the cookie's ID: %v", err)
 	}
 
-	// The whole ceremony across instances, and the gate on both.
+	// The whole ceremony across instances, and the gate on both. The grant
+	// is saved under a new session ID, in a record of its own.
 	if r := two.verify(c, as); r.status != http.StatusOK {
 		t.Fatalf("verify: %d %s", r.status, r.raw)
+	}
+	var granted string
+	if err := securecookie.DecodeMulti(stepup.DefaultSessionName, a.stepupCookie(c), &granted, codecs...); err != nil || granted == "" || granted == id {
+		t.Fatalf("the grant's session ID %q (%v), want a new one, not %q", granted, err, id)
+	}
+	if n := rdb.Exists(ctx, recordPrefix+granted).Val(); n != 1 {
+		t.Fatal("no session record in Redis for the grant's session ID")
 	}
 	one.expectGrant(c)
 	two.expectGrant(c)
@@ -80,27 +89,40 @@ func TestServerSideSessionStore(t *testing.T) {
 	one.expectNoGrant(c)
 
 	t.Run("old cookie and same assertion reject", func(t *testing.T) {
-		// With a server-side store the old cookie names the current record,
-		// which no longer holds the challenge.
-		a.setStepupCookie(c, kept)
-		expectError(t, one.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
-		one.expectNoGrant(c)
-		two.expectNoGrant(c)
-	})
-
-	t.Run("record read before the verify saved reject", func(t *testing.T) {
-		// What a request that read the session before the verify saved it
-		// holds: the pending challenge. Only the registry refuses it now.
-		if err := rdb.Set(ctx, recordPrefix+id, pending, 0).Err(); err != nil {
-			t.Fatal(err)
+		// The old cookie names the record from before the grant: what a
+		// request that read the session before the verify saved it holds,
+		// the pending challenge. Only the registry refuses it.
+		if v, err := rdb.Get(ctx, recordPrefix+id).Bytes(); err != nil || !bytes.Equal(v, pending) {
+			t.Fatalf("the record from before the grant changed: %v", err)
 		}
+		a.setStepupCookie(c, kept)
 		before := a.countCause(causeReplayed)
-		expectError(t, two.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+		expectError(t, one.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
 		if a.countCause(causeReplayed) != before+1 {
 			t.Errorf("not refused as a replay by the registry: %s", a.log)
 		}
 		one.expectNoGrant(c)
 		two.expectNoGrant(c)
+	})
+
+	t.Run("planted session ID opens nothing reject", func(t *testing.T) {
+		// An attacker plants a step-up session ID of his own in the
+		// victim's browser; she steps up; with her sign-in cookie too, his
+		// copy of the ID finds no grant: it was saved under a new ID.
+		attacker := a.client("bob")
+		one.options(attacker)
+		planted := a.stepupCookie(attacker)
+		victim := a.client("alice")
+		a.setStepupCookie(victim, planted)
+		two.reauth(victim)
+		one.expectGrant(victim)
+		if a.stepupCookie(victim) == planted {
+			t.Fatal("the grant was saved under the planted session ID")
+		}
+		stolen := a.client("alice") // the victim's sign-in cookie
+		a.setStepupCookie(stolen, planted)
+		one.expectNoGrant(stolen)
+		two.expectNoGrant(stolen)
 	})
 
 	t.Run("concurrent verifies of one session one wins", func(t *testing.T) {
