@@ -1,0 +1,2 @@
+// Package sqlstore is a reference [stepup.UserStore] over database/sql.
+package sqlstore
