@@ -75,7 +75,9 @@ func New(db *sql.DB, d Dialect, currentHandle func(r *http.Request) (handle []by
 			byID:   d.bind(`SELECT user_handle, sign_count, credential FROM webauthn_credentials WHERE id = ?`),
 			// The sign count check is part of the UPDATE, so that of two
 			// concurrent updates the database lets through only one that
-			// advances the count: see UpdateCredential.
+			// advances the count: see UpdateCredential. The CAST is for
+			// PostgreSQL, which would type a bare "? = 0" as a 32-bit
+			// integer and refuse counts above 2^31-1.
 			update: d.bind(`UPDATE webauthn_credentials SET sign_count = ?, credential = ?
 WHERE id = ? AND user_handle = ? AND (sign_count < ? OR (sign_count = 0 AND CAST(? AS BIGINT) = 0))`),
 			count: d.bind(`SELECT sign_count FROM webauthn_credentials WHERE id = ? AND user_handle = ?`),
