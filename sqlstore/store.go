@@ -85,9 +85,6 @@ WHERE id = ? AND user_handle = ? AND (sign_count < ? OR (sign_count = 0 AND CAST
 	}
 }
 
-// Dialect returns the dialect the store was made for.
-func (s *Store) Dialect() Dialect { return s.dialect }
-
 // CreateTables creates the table and index of [Schema] if they do not exist,
 // in one transaction. It does not change a table that exists. Run it once at
 // start-up or deployment; two instances running it at the same moment may
