@@ -71,7 +71,8 @@ func ExampleNew() {
 
 func ExampleStepUp_RequireRecentReauth() {
 	wa, _ := webauthn.New(&webauthn.Config{RPID: "example.com", RPDisplayName: "Example", RPOrigins: []string{"https://example.com"}})
-	users := appUsers{signedIn: map[string]*stepuptest.User{"ada": {Handle: []byte("user-ada"), Name: "ada"}}}
+	passkey := stepuptest.New("https://example.com").Register("example.com", []byte("user-ada"))
+	users := appUsers{signedIn: map[string]*stepuptest.User{"ada": {Handle: []byte("user-ada"), Name: "ada", Credentials: []webauthn.Credential{passkey}}}}
 	su, _ := stepup.New(stepup.Config{
 		WebAuthn: wa,
 		Store:    sessions.NewCookieStore([]byte("hash-key-of-32-bytes-from-config")),
@@ -93,5 +94,5 @@ func ExampleStepUp_RequireRecentReauth() {
 	}
 	// Output:
 	// 401 {"error":"no_active_session","message":"Sign in first."}
-	// 403 {"error":"reauthentication_required","message":"Confirm it's you to continue.","max_age":300}
+	// 403 {"error":"reauthentication_required","message":"Confirm it's you to continue.","max_age":300,"methods":["passkey"]}
 }

@@ -293,7 +293,7 @@ func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
 	})
 	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
 		if at, ok := su.LastReauth(r); ok {
-			io.WriteString(w, at.UTC().Format(time.RFC3339))
+			io.WriteString(w, at.At.UTC().Format(time.RFC3339))
 		}
 	})
 	srv := httptest.NewServer(mux)

@@ -43,6 +43,7 @@ type gate struct {
 	scoped        bool
 	once          bool
 	bind          func(*http.Request) ([]byte, string, error)
+	methods       []string // accepted methods, in order
 }
 
 // Scope makes the gate pass only a grant made for the scope name, which is
@@ -81,6 +82,10 @@ type ReauthRequired struct {
 	Scope     string        // the gate's scope, "" if none
 	MaxAge    time.Duration // the gate's maxAge
 	Operation *Operation    // the operation to confirm, for a Bind gate
+	// Methods are the gate's accepted methods that the signed-in user can
+	// use now, in the gate's order; empty (never nil) when the user cannot
+	// pass the gate until they set one up.
+	Methods []string
 }
 
 // Operation is a bound operation waiting for confirmation: the unpadded
@@ -114,9 +119,17 @@ func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) f
 	if maxAge <= 0 {
 		panic("stepup: RequireRecentReauth expects maxAge > 0")
 	}
-	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second)}
+	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second), methods: []string{MethodPasskey}}
 	for _, o := range opts {
 		o(g)
+	}
+	if len(g.methods) == 0 {
+		panic("stepup: Methods() names no method")
+	}
+	for _, m := range g.methods {
+		if !validMethodName(m) {
+			panic(fmt.Sprintf("stepup: Methods(%q): a method name is 1 to 32 characters of a-z, 0-9, '_' and '-'", m))
+		}
 	}
 	if g.scoped {
 		if !validScope(g.scope) {
@@ -138,6 +151,16 @@ func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) f
 			s.serveGate(g, next, w, r)
 		})
 	}
+}
+
+// accepts reports whether the gate accepts grants of method.
+func (g *gate) accepts(method []byte) bool {
+	for _, m := range g.methods {
+		if m == string(method) {
+			return true
+		}
+	}
+	return false
 }
 
 func validScope(name string) bool {
@@ -172,7 +195,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 	now := s.now()
 	var buf [maxGrants]grant
 	gs := readGrants(buf[:0], sess)
-	i, reason := pickGrant(gs, p, g.scope, op, now, g.maxAge)
+	i, reason := pickGrant(gs, p, g, op, now)
 	if i >= 0 {
 		// The cookie cannot say whether its grant was used or revoked since
 		// it was copied: the Registry can.
@@ -187,7 +210,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 		}
 	}
 	if i >= 0 && !g.once && g.bind == nil {
-		next.ServeHTTP(w, r)
+		next.ServeHTTP(w, withPassed(r, p.user, gs[i]))
 		return
 	}
 	if i >= 0 {
@@ -200,6 +223,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 			writeError(w, errUnavailable)
 			return
 		}
+		used := gs[i]
 		writeGrants(sess, append(gs[:i:i], gs[i+1:]...))
 		if err := s.save(w, r, sess); err != nil {
 			s.storeFailed(r, "session", err)
@@ -207,13 +231,13 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 			return
 		}
 		if first {
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, withPassed(r, p.user, used))
 			return
 		}
 		reason = ReasonUsed
 	}
 
-	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge}
+	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user)}
 	if g.bind != nil {
 		info.Operation = &Operation{Digest: b64(op), Description: description}
 		if err := s.addOperation(w, r, sess, p, op, description, now); err != nil {
@@ -237,15 +261,21 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 			MaxAge:    &g.maxAgeSeconds,
 			Scope:     g.scope,
 			Operation: info.Operation,
+			Methods:   &info.Methods,
 		})
 	}
 }
 
 // pickGrant returns the index of the newest fresh grant in gs that p made
-// for scope and op, or -1 and the reason there is none.
-func pickGrant(gs []grant, p principal, scope string, op []byte, now time.Time, maxAge time.Duration) (int, string) {
+// for the gate's scope and op with one of its methods, or -1 and the reason
+// there is none.
+func pickGrant(gs []grant, p principal, gt *gate, op []byte, now time.Time) (int, string) {
+	scope, maxAge := gt.scope, gt.maxAge
 	best, reason := -1, ReasonNoGrant
 	for i, g := range gs {
+		if !gt.accepts(g.method) {
+			continue
+		}
 		if !g.matches(p, scope, op) {
 			if op != nil && reason == ReasonNoGrant && g.matches(p, scope, g.op) && len(g.op) > 0 {
 				reason = ReasonOperationMismatch
@@ -367,27 +397,6 @@ func (s *StepUp) grantTTL(g grant, now time.Time) time.Duration {
 func isNavigation(r *http.Request) bool {
 	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 		strings.Contains(r.Header.Get("Accept"), "text/html")
-}
-
-// LastReauth returns the time of the signed-in user's newest plain grant
-// (no scope, not bound), if the step-up session holds one for that user (and
-// sign-in session, see [SignInIdentifier]). It does not judge freshness.
-func (s *StepUp) LastReauth(r *http.Request) (time.Time, bool) {
-	p, err := s.principal(r)
-	if err != nil {
-		return time.Time{}, false
-	}
-	var at int64
-	found := false
-	for _, g := range readGrants(nil, s.session(r)) {
-		if g.matches(p, "", nil) && (!found || g.at > at) {
-			at, found = g.at, true
-		}
-	}
-	if !found {
-		return time.Time{}, false
-	}
-	return time.Unix(at, 0), true
 }
 
 // Revoke ends every step-up grant of the session: it records each as

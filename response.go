@@ -24,6 +24,8 @@ const (
 	CodeTooManyAttempts          = "too_many_attempts"
 	CodeServiceUnavailable       = "service_unavailable"
 	CodeUnknownOperation         = "unknown_operation"
+	CodeWrongSecret              = "wrong_secret"
+	CodeMethodUnavailable        = "method_unavailable"
 )
 
 // apiError is a refusal: the status and code the client sees. The cause,
@@ -35,24 +37,27 @@ type apiError struct {
 }
 
 var (
-	errMethod         = apiError{http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Use POST."}
-	errCrossOrigin    = apiError{http.StatusForbidden, CodeCrossOriginRequest, "Cross-origin requests are not allowed."}
-	errNoSession      = apiError{http.StatusUnauthorized, CodeNoActiveSession, "Sign in first."}
-	errInternal       = apiError{http.StatusInternalServerError, CodeInternalError, "Something went wrong on our side. Try again."}
-	errNoCreds        = apiError{http.StatusConflict, CodeNoCredentials, "This account has no passkey to confirm with."}
-	errBadRequest     = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request is not a passkey assertion."}
-	errTooLarge       = apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "The request body is too large."}
-	errExpired        = apiError{http.StatusBadRequest, CodeChallengeExpired, "The confirmation expired or was already used. Start again."}
-	errUnknownCred    = apiError{http.StatusNotFound, CodeUnknownCredential, "This passkey is not registered here."}
-	errVerifyFailed   = apiError{http.StatusBadRequest, CodeVerificationFailed, "The passkey could not be verified."}
-	errNotOwned       = apiError{http.StatusForbidden, CodeCredentialNotOwned, "Credential does not belong to the active user."}
-	errTooMany        = apiError{http.StatusTooManyRequests, CodeTooManyAttempts, "Too many attempts. Try again later."}
-	errUnavailable    = apiError{http.StatusServiceUnavailable, CodeServiceUnavailable, "Confirmation is unavailable right now. Try again in a moment."}
-	errBadRequestBody = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid."}
-	errUnknownScope   = apiError{http.StatusBadRequest, CodeInvalidRequest, "There is no such scope."}
-	errBadOperation   = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request does not describe a valid operation."}
-	errUnknownOp      = apiError{http.StatusBadRequest, CodeUnknownOperation, "There is no such operation waiting for confirmation."}
-	errReauthNeeded   = apiError{http.StatusForbidden, CodeReauthenticationRequired, "Confirm it's you to continue."}
+	errMethod            = apiError{http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Use POST."}
+	errCrossOrigin       = apiError{http.StatusForbidden, CodeCrossOriginRequest, "Cross-origin requests are not allowed."}
+	errNoSession         = apiError{http.StatusUnauthorized, CodeNoActiveSession, "Sign in first."}
+	errInternal          = apiError{http.StatusInternalServerError, CodeInternalError, "Something went wrong on our side. Try again."}
+	errNoCreds           = apiError{http.StatusConflict, CodeNoCredentials, "This account has no passkey to confirm with."}
+	errBadRequest        = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request is not a passkey assertion."}
+	errTooLarge          = apiError{http.StatusRequestEntityTooLarge, CodeRequestTooLarge, "The request body is too large."}
+	errExpired           = apiError{http.StatusBadRequest, CodeChallengeExpired, "The confirmation expired or was already used. Start again."}
+	errUnknownCred       = apiError{http.StatusNotFound, CodeUnknownCredential, "This passkey is not registered here."}
+	errVerifyFailed      = apiError{http.StatusBadRequest, CodeVerificationFailed, "The passkey could not be verified."}
+	errNotOwned          = apiError{http.StatusForbidden, CodeCredentialNotOwned, "Credential does not belong to the active user."}
+	errTooMany           = apiError{http.StatusTooManyRequests, CodeTooManyAttempts, "Too many attempts. Try again later."}
+	errUnavailable       = apiError{http.StatusServiceUnavailable, CodeServiceUnavailable, "Confirmation is unavailable right now. Try again in a moment."}
+	errBadRequestBody    = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid."}
+	errUnknownScope      = apiError{http.StatusBadRequest, CodeInvalidRequest, "There is no such scope."}
+	errBadOperation      = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request does not describe a valid operation."}
+	errUnknownOp         = apiError{http.StatusBadRequest, CodeUnknownOperation, "There is no such operation waiting for confirmation."}
+	errReauthNeeded      = apiError{http.StatusForbidden, CodeReauthenticationRequired, "Confirm it's you to continue."}
+	errWrongSecret       = apiError{http.StatusBadRequest, CodeWrongSecret, "That is not right. Try again."}
+	errBadSecretBody     = apiError{http.StatusBadRequest, CodeInvalidRequest, "The request body is not valid: send {\"secret\": \"...\"}."}
+	errMethodUnavailable = apiError{http.StatusConflict, CodeMethodUnavailable, "This way of confirming is not set up for this account."}
 )
 
 // writeJSON sends v as JSON with status. Every answer of stepup refuses or
@@ -72,6 +77,7 @@ type errorBody struct {
 	MaxAge    *int64     `json:"max_age,omitempty"`
 	Scope     string     `json:"scope,omitempty"`
 	Operation *Operation `json:"operation,omitempty"`
+	Methods   *[]string  `json:"methods,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, e apiError) {

@@ -273,7 +273,7 @@ func (s *server) accountView(r *http.Request, u *User) *accountView {
 		v.Payments = append(v.Payments, paymentView{To: p.To, Amount: formatCents(p.Amount), When: s.ago(p.At)})
 	}
 	if at, ok := s.su.LastReauth(r); ok {
-		v.LastConfirmed = s.ago(at)
+		v.LastConfirmed = s.ago(at.At)
 	}
 	return v
 }

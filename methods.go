@@ -1,0 +1,225 @@
+package stepup
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/go-webauthn/webauthn/webauthn"
+)
+
+// ErrWrongSecret is what a [Method]'s Check wraps when the secret is wrong:
+// the handler answers 400 wrong_secret and counts a failure.
+var ErrWrongSecret = errors.New("stepup: wrong secret")
+
+// Method is a way of stepping up other than a passkey, such as re-entering
+// the password or a code from an authenticator app. The application checks
+// the secret; stepup runs everything around it exactly as for a passkey: the
+// preflight, the per-user limits (one failure limit across all methods), the
+// grant with its scope, Once and Bind, the sign-in binding, single use and
+// the events.
+//
+// Give it to [StepUp.MethodHandler] and name it in the gates that accept it
+// ([Methods]).
+type Method struct {
+	// Name is 1 to 32 characters of a-z, 0-9, '_' and '-', never "passkey"
+	// (the built-in ceremony). The browser client posts to
+	// /api/reauth/{Name} by default.
+	Name string
+	// AMR are the RFC 8176 authentication method references the grant
+	// records, such as {"pwd"} or {"otp"}.
+	AMR []string
+	// Available reports whether user can use the method now (has a
+	// password, has enrolled an authenticator app, ...). Required. An error
+	// is an internal failure: 500, logged.
+	Available func(ctx context.Context, user webauthn.User) (bool, error)
+	// Check checks secret for user. It returns nil for the right secret, an
+	// error wrapping ErrWrongSecret for a wrong one, and any other error for
+	// a failure of its own (500, logged: never put the secret in it).
+	// Required. Rate limiting is stepup's; keep Check constant-time.
+	Check func(ctx context.Context, user webauthn.User, secret string) error
+}
+
+// maxSecretLen bounds the secret a method handler accepts, in bytes.
+const maxSecretLen = 1024
+
+// maxMethodBody bounds a method handler's request body.
+const maxMethodBody = 4 << 10
+
+// MethodHandler returns the handler that steps up with m. Mount it at
+// POST /api/reauth/{m.Name}. Calling it makes m known to the gates (a gate
+// naming a method that was never given to MethodHandler treats it as
+// unavailable). It panics if m is invalid.
+//
+// The body is {"secret": "...", "scope": "...", "operation": "..."}, with
+// scope and operation as the options handler takes them. In order: the
+// method (POST), origin, signed-in user and limits as for a passkey
+// (405, 403, 401, 429); a body that is not that JSON, or an unknown scope
+// (400 invalid_request; 413 over 4 KiB); an operation not pending for this
+// user (400 unknown_operation); a method the user cannot use (409
+// method_unavailable); then the attempt takes its units of the per-user
+// limits (429, 503) and Check runs: a wrong secret is 400 wrong_secret and
+// counts towards the same failure limit as failed passkey attempts; any
+// other error is 500 internal_error, never a grant. Success records a grant
+// exactly as a passkey does, with the method's name and AMR, and answers
+// {"status": "ok", "reauthenticated_at": RFC 3339}. Secrets are never logged.
+func (s *StepUp) MethodHandler(m Method) http.Handler {
+	if err := validMethod(m); err != nil {
+		panic("stepup: MethodHandler: " + err.Error())
+	}
+	mm := m
+	mm.AMR = append([]string(nil), m.AMR...)
+	s.methods.Store(m.Name, &mm)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveMethod(&mm, w, r) })
+}
+
+func validMethod(m Method) error {
+	switch {
+	case !validMethodName(m.Name):
+		return fmt.Errorf("method name %q: 1 to 32 characters of a-z, 0-9, '_' and '-'", m.Name)
+	case m.Name == MethodPasskey:
+		return errors.New(`"passkey" is the built-in ceremony`)
+	case m.Check == nil || m.Available == nil:
+		return fmt.Errorf("method %q needs Check and Available", m.Name)
+	}
+	if amr := strings.Join(m.AMR, " "); len(amr) > maxAMRLen || strings.ContainsAny(amr, "\t\n\r") {
+		return fmt.Errorf("method %q: AMR values must fit in %d bytes, without spaces inside", m.Name, maxAMRLen)
+	}
+	for _, v := range m.AMR {
+		if v == "" || strings.Contains(v, " ") {
+			return fmt.Errorf("method %q: AMR value %q", m.Name, v)
+		}
+	}
+	return nil
+}
+
+func validMethodName(name string) bool {
+	if name == "" || len(name) > maxMethodLen {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// methodRequest is the body of a method handler.
+type methodRequest struct {
+	Secret    *string `json:"secret"`
+	Scope     string  `json:"scope"`
+	Operation string  `json:"operation"`
+}
+
+func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) {
+	who, ok := s.ceremonyCaller(w, r)
+	if !ok || !s.underLimits(w, r, who.handle) {
+		return
+	}
+	req, e := readMethodRequest(w, r)
+	if e == nil && req.Scope != "" {
+		if _, known := s.scopes.Load(req.Scope); !known {
+			e = &errUnknownScope
+		}
+	}
+	if e != nil {
+		writeError(w, *e)
+		return
+	}
+	p := pending{user: who.handle, scope: []byte(req.Scope)}
+	if req.Operation != "" {
+		op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, s.now())
+		if op == nil {
+			writeError(w, errUnknownOp)
+			return
+		}
+		p.op = op.digest
+	}
+	available, err := m.Available(r.Context(), who.user)
+	if err != nil {
+		s.storeFailed(r, "method", fmt.Errorf("%s: Available: %w", m.Name, err))
+		writeError(w, errInternal)
+		return
+	}
+	if !available {
+		writeError(w, errMethodUnavailable)
+		return
+	}
+	c := s.newAttempt(w, r, who)
+	c.ps = nil // a method leaves the session's passkey ceremonies alone
+	if !c.reserve() {
+		return
+	}
+	switch err := m.Check(r.Context(), who.user, *req.Secret); {
+	case errors.Is(err, ErrWrongSecret):
+		c.fail(refuse(errWrongSecret, slog.LevelInfo, "", slog.String("method", m.Name)))
+	case err != nil:
+		s.storeFailed(r, "method", fmt.Errorf("%s: Check: %w", m.Name, err))
+		c.fail(refuse(errInternal, slog.LevelError, "Check failed", slog.String("method", m.Name)))
+	default:
+		c.grant(p, method{name: m.Name, amr: m.AMR})
+	}
+}
+
+// readMethodRequest reads a method handler's body: JSON with a secret of 1
+// to 1024 bytes and only the known fields.
+func readMethodRequest(w http.ResponseWriter, r *http.Request) (methodRequest, *apiError) {
+	var req methodRequest
+	body, e := readJSONBody(w, r, maxMethodBody, errBadRequestBody)
+	if e != nil {
+		return req, e
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() || req.Secret == nil || *req.Secret == "" || len(*req.Secret) > maxSecretLen {
+		return req, &errBadSecretBody
+	}
+	return req, nil
+}
+
+// Methods makes the gate accept grants of the named methods, in the order
+// given: "passkey" (the built-in ceremony) and the names of [Method]s given
+// to [StepUp.MethodHandler]. A grant of a method the gate does not accept is
+// no grant for that gate. Without Methods, a gate accepts passkey grants
+// only. The gate's 403 lists, in this order, those of the methods the
+// signed-in user can use now.
+func Methods(names ...string) GateOption {
+	return func(g *gate) { g.methods = append([]string(nil), names...) }
+}
+
+// usableMethods returns the methods of names that user can use now, in
+// order: "passkey" when the user has a passkey, a Method when its Available
+// says so. Never nil: an empty list means the user cannot pass the gate
+// until they set something up.
+func (s *StepUp) usableMethods(r *http.Request, names []string, user webauthn.User) []string {
+	out := make([]string, 0, len(names))
+	for _, name := range names {
+		if name == MethodPasskey {
+			if len(user.WebAuthnCredentials()) > 0 {
+				out = append(out, name)
+			}
+			continue
+		}
+		v, ok := s.methods.Load(name)
+		if !ok {
+			continue
+		}
+		m := v.(*Method)
+		available, err := m.Available(r.Context(), user)
+		if err != nil {
+			s.storeFailed(r, "method", fmt.Errorf("%s: Available: %w", m.Name, err))
+			continue
+		}
+		if available {
+			out = append(out, name)
+		}
+	}
+	return out
+}
