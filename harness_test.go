@@ -3,6 +3,7 @@ package stepup_test
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,6 +55,33 @@ type users struct {
 	*stepuptest.Users
 	failCurrent, failLookup, failUpdate atomic.Bool
 	lookupHook                          atomic.Pointer[func()] // runs in CredentialByID when set
+	passwords                           sync.Map               // user name -> password, for the "password" method
+	failCheck, failAvailable            atomic.Bool
+}
+
+// passwordMethod is the application's password re-entry as a stepup.Method.
+func (s *users) passwordMethod() stepup.Method {
+	return stepup.Method{
+		Name: "password",
+		AMR:  []string{"pwd"},
+		Available: func(_ context.Context, u webauthn.User) (bool, error) {
+			if s.failAvailable.Load() {
+				return false, errDown
+			}
+			_, ok := s.passwords.Load(u.WebAuthnName())
+			return ok, nil
+		},
+		Check: func(_ context.Context, u webauthn.User, secret string) error {
+			if s.failCheck.Load() {
+				return errDown
+			}
+			want, ok := s.passwords.Load(u.WebAuthnName())
+			if !ok || subtle.ConstantTimeCompare([]byte(want.(string)), []byte(secret)) != 1 {
+				return fmt.Errorf("password of %s: %w", u.WebAuthnName(), stepup.ErrWrongSecret)
+			}
+			return nil
+		},
+	}
 }
 
 var errDown = errors.New("database is down")
@@ -276,6 +304,20 @@ func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
 	mux.Handle("/password", su.RequireRecentReauth(gateMaxAge, stepup.Scope("password"))(sensitive))
 	mux.Handle("/payments", su.RequireRecentReauth(time.Minute, stepup.Scope("payments"))(sensitive))
 	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
+	mux.Handle("/api/reauth/password", su.MethodHandler(h.users.passwordMethod()))
+	either := stepup.Methods(stepup.MethodPasskey, "password")
+	mux.Handle("/either", su.RequireRecentReauth(gateMaxAge, either)(sensitive))
+	mux.Handle("/password-first", su.RequireRecentReauth(gateMaxAge, stepup.Methods("password", stepup.MethodPasskey))(sensitive))
+	mux.Handle("/totp-only", su.RequireRecentReauth(gateMaxAge, stepup.Methods("totp"))(sensitive))
+	mux.Handle("/either-transfers", su.RequireRecentReauth(time.Minute, stepup.Scope("transfers"), either)(sensitive))
+	mux.Handle("/either-once", su.RequireRecentReauth(gateMaxAge, stepup.Once(), either)(sensitive))
+	mux.Handle("POST /either-pay", su.RequireRecentReauth(gateMaxAge, stepup.Bind(paymentOperation), either)(sensitive))
+	mux.Handle("/proved", su.RequireRecentReauth(gateMaxAge, either)(http.HandlerFunc(
+		func(w http.ResponseWriter, r *http.Request) {
+			g, _ := stepup.GrantFrom(r.Context())
+			u, _ := stepup.UserFrom(r.Context())
+			json.NewEncoder(w).Encode(map[string]any{"grant": g, "user": u.WebAuthnName()})
+		})))
 	// Two single-use gates of one scope, a minute and an hour.
 	mux.Handle("/oneoff-minute", su.RequireRecentReauth(time.Minute, stepup.Scope("oneoff"), stepup.Once())(sensitive))
 	mux.Handle("/oneoff-hour", su.RequireRecentReauth(time.Hour, stepup.Scope("oneoff"), stepup.Once())(sensitive))
