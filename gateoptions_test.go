@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -382,4 +383,50 @@ func TestFullSessionFitsACookie(t *testing.T) {
 		}
 		t.Logf("full session cookie: %d bytes", len(sc))
 	}
+}
+
+// TestBindErrorsTheApplicationWords: a Bind function's OperationError
+// reaches the client with its status and message; other errors stay the
+// fixed 400.
+func TestBindErrorsTheApplicationWords(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client("alice")
+	r := h.status(c, http.MethodPost, "/pay", paymentBody(0, "bob"))
+	expectError(t, r, 422, "invalid_amount")
+	if r.body["message"] != "Enter an amount above zero." {
+		t.Errorf("message %q", r.body["message"])
+	}
+	r = h.status(c, http.MethodPost, "/pay", []byte("not json"))
+	expectError(t, r, 400, "invalid_request")
+	if r.body["message"] != "The request does not describe a valid operation." {
+		t.Errorf("message %q", r.body["message"])
+	}
+	if h.handled.Load() != 0 {
+		t.Fatal("the handler ran")
+	}
+	// Nonsense in an OperationError falls back to the safe defaults.
+	for _, oe := range []*stepup.OperationError{{Status: 200, Message: "x"}, {Status: 503, Code: "Bad Code"}} {
+		rec := httptest.NewRecorder()
+		h.su.RequireRecentReauth(time.Minute, stepup.Bind(func(*http.Request) ([]byte, string, error) {
+			return nil, "", fmt.Errorf("wrapped: %w", oe)
+		}))(http.NotFoundHandler()).ServeHTTP(rec, signedInRequest(t, h, "alice"))
+		var body map[string]string
+		json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != 400 || body["error"] != "invalid_request" || body["message"] == "" {
+			t.Errorf("%+v: %d %s", oe, rec.Code, rec.Body)
+		}
+	}
+}
+
+// signedInRequest is a POST to the harness as name, for handlers called
+// directly.
+func signedInRequest(t *testing.T, h *harness, name string) *http.Request {
+	t.Helper()
+	c := h.client(name)
+	req := httptest.NewRequest(http.MethodPost, h.srv.URL+"/x", strings.NewReader("{}"))
+	for _, ck := range c.Jar.Cookies(mustURL(h.srv.URL)) {
+		req.AddCookie(ck)
+	}
+	return req
 }

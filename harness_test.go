@@ -526,8 +526,11 @@ type payment struct {
 // the payment and a description for the person confirming it.
 func paymentOperation(r *http.Request) ([]byte, string, error) {
 	var p payment
-	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Amount <= 0 || p.Payee == "" {
+	if err := json.NewDecoder(r.Body).Decode(&p); err != nil || p.Payee == "" {
 		return nil, "", errors.New("not a payment")
+	}
+	if p.Amount <= 0 {
+		return nil, "", &stepup.OperationError{Status: http.StatusUnprocessableEntity, Code: "invalid_amount", Message: "Enter an amount above zero."}
 	}
 	op := fmt.Sprintf("pay\x00%d\x00%s\x00%s", p.Amount, p.Currency, p.Payee)
 	return []byte(op), fmt.Sprintf("Send %d %s to %s", p.Amount, p.Currency, p.Payee), nil

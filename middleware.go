@@ -71,9 +71,63 @@ func Once() GateOption { return func(g *gate) { g.once = true } }
 // {"operation": digest} to the options handler, whose challenge then commits
 // to the digest; the grant it yields is single use (as with [Once]) and opens
 // only a request whose fn yields the same digest. A plain grant never opens a
-// Bind gate. An error from fn is a 400 invalid_request.
+// Bind gate. An error from fn is a 400 invalid_request with a fixed message,
+// unless it is (or wraps) an [*OperationError], whose status and message the
+// client sees.
 func Bind(fn func(r *http.Request) (op []byte, description string, err error)) GateOption {
 	return func(g *gate) { g.bind = fn }
+}
+
+// OperationError is an error a [Bind] function returns to tell the client
+// what is wrong with its request, in the application's words:
+//
+//	return nil, "", &stepup.OperationError{Status: 422, Message: "Enter an amount above zero."}
+//
+// The client gets Status (400 if it is not a 4xx status) and
+// {"error": Code, "message": Message}; Code defaults to "invalid_request".
+// Any other error from a Bind function is a 400 invalid_request with a fixed
+// message. Err, if set, is logged with the refusal and never sent.
+type OperationError struct {
+	Status  int
+	Code    string // 1 to 64 characters of a-z, 0-9 and '_'; default "invalid_request"
+	Message string
+	Err     error
+}
+
+func (e *OperationError) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+// Unwrap returns Err.
+func (e *OperationError) Unwrap() error { return e.Err }
+
+func (e *OperationError) apiError() *apiError {
+	out := apiError{status: e.Status, code: e.Code, message: e.Message}
+	if out.status < 400 || out.status > 499 {
+		out.status = http.StatusBadRequest
+	}
+	if !validCode(out.code) {
+		out.code = CodeInvalidRequest
+	}
+	if out.message == "" {
+		out.message = errBadOperation.message
+	}
+	return &out
+}
+
+func validCode(code string) bool {
+	if code == "" || len(code) > 64 {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		if c := code[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // ReauthRequired describes a gate's refusal, for Config.OnReauthRequired.
@@ -318,6 +372,10 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 	rewind()
 	if err != nil {
 		s.event(r, slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
+		var oe *OperationError
+		if errors.As(err, &oe) {
+			return nil, "", oe.apiError()
+		}
 		return nil, "", &errBadOperation
 	}
 	sum := sha256.Sum256(op)
