@@ -14,6 +14,10 @@
 const DEFAULT_OPTIONS_URL = "/api/reauth/options";
 const DEFAULT_VERIFY_URL = "/api/reauth/verify";
 
+// The endpoint of a Method other than a passkey: StepUp.MethodHandler,
+// mounted at /api/reauth/{name} unless the page says otherwise.
+const defaultMethodURL = (name) => `/api/reauth/${encodeURIComponent(name)}`;
+
 const MESSAGES = {
   cancelled: "The confirmation was cancelled.",
   aborted: "A newer confirmation replaced this one.",
@@ -22,6 +26,7 @@ const MESSAGES = {
   security: "This page is not allowed to use passkeys.",
   server: "The server gave an unexpected answer. Try again.",
   failed: "The passkey check did not work. Try again.",
+  noMethod: "This action needs a passkey or another way to confirm it's you. Set one up first, then try again.",
 };
 
 // The AbortController of the ceremony that has not finished yet, if any.
@@ -275,30 +280,65 @@ export function bindReauthButton(button, opts = {}) {
 }
 
 /**
+ * Confirms with a secret (a password, a code from an authenticator app) that
+ * the signed-in user is at the keyboard, through the handler of a Method
+ * (StepUp.MethodHandler). It POSTs {"secret", "scope", "operation"} to url.
+ * Like reauthenticate(), it never rejects: it resolves to
+ * {ok: true, reauthenticatedAt} or {ok: false, reason, message}, where reason
+ * is the server's code (such as "wrong_secret" or "too_many_attempts") or
+ * "error".
+ *
+ * @param {string} url
+ * @param {string} secret
+ * @param {{scope?: string, operation?: string | {digest: string}}} [grant]
+ * @returns {Promise<{ok: true, reauthenticatedAt: string} | {ok: false, reason: string, message: string}>}
+ */
+export async function reauthenticateWithSecret(url, secret, { scope, operation } = {}) {
+  const attempt = new AbortController();
+  try {
+    const res = await postJSON(url, { secret, ...(optionsRequest(scope, operation) || {}) }, attempt.signal);
+    if (res.ok && res.data && typeof res.data.reauthenticated_at === "string") {
+      return { ok: true, reauthenticatedAt: res.data.reauthenticated_at };
+    }
+    return serverFailure(res);
+  } catch (err) {
+    return failure("error", err && err.name === "TypeError" ? MESSAGES.network : MESSAGES.failed);
+  }
+}
+
+/**
  * fetch() for a route behind RequireRecentReauth. When the answer is 403
- * with the JSON error "reauthentication_required", it awaits
- * confirm(info), where info is that JSON body (error, message, max_age in
- * seconds, and "scope" and "operation" when the gate has them). If confirm
- * resolves to a truthy value, it runs reauthenticate() for that scope and
- * operation and, on success, sends the identical request once more (same
- * URL, method, headers and body; the body is read into memory before the
- * first send).
+ * with the JSON error "reauthentication_required", it lets the user confirm
+ * it's them with one of the methods the 403 names ("methods": the gate's
+ * accepted methods that this user can use, in the gate's order) and, on
+ * success, sends the identical request once more (same URL, method, headers
+ * and body; the body is read into memory before the first send).
+ *
+ * By default the confirmation is stepUpDialog(info): a passkey first when
+ * the gate lists it (with the next method offered as "Use your password
+ * instead"), a field for the secret of another method, or, when the user has
+ * no usable method, a message that one must be set up. Pass confirm to use
+ * your own: confirm(info) resolves to false (declined), true (run the
+ * passkey ceremony) or {method, secret} (post the secret to that method).
  *
  * It resolves to the response of the retry, or to the first response when
  * there was nothing to confirm, the user declined, or the confirmation
  * failed. It rejects only where fetch() would. options.onReauth, if given,
  * receives the result of the confirmation ({ok: false, reason: "cancelled"}
- * when the user declined in confirm).
+ * when the user declined, "no_method" when there was nothing to confirm
+ * with).
  *
  * @param {RequestInfo | URL} input
  * @param {RequestInit} [init]
- * @param {{confirm?: (info: object) => Promise<boolean> | boolean,
+ * @param {{confirm?: (info: object) => Promise<boolean | {method: string, secret: string}> | boolean,
  *          onReauth?: (result: object) => void,
- *          optionsURL?: string, verifyURL?: string}} [options]
+ *          optionsURL?: string, verifyURL?: string,
+ *          methodURL?: (name: string) => string,
+ *          labels?: object}} [options]
  * @returns {Promise<Response>}
  */
 export async function fetchWithStepUp(input, init, options = {}) {
-  const { confirm = confirmDialog, onReauth, optionsURL, verifyURL } = options;
+  const { confirm, onReauth } = options;
   const base = new Request(input, init);
   const body =
     base.method === "GET" || base.method === "HEAD" || base.body === null ? undefined : await base.arrayBuffer();
@@ -309,15 +349,7 @@ export async function fetchWithStepUp(input, init, options = {}) {
   if (!info) {
     return first;
   }
-  let confirmed = false;
-  try {
-    confirmed = await confirm(info);
-  } catch {
-    confirmed = false;
-  }
-  const result = confirmed
-    ? await reauthenticate({ optionsURL, verifyURL, scope: info.scope, operation: info.operation })
-    : failure("cancelled", MESSAGES.cancelled);
+  const result = typeof confirm === "function" ? await confirmWith(confirm, info, options) : await stepUpDialog(info, options);
   if (typeof onReauth === "function") {
     onReauth(result);
   }
@@ -328,6 +360,27 @@ export async function fetchWithStepUp(input, init, options = {}) {
     first.body.cancel().catch(() => {});
   }
   return send();
+}
+
+// confirmWith runs the page's own confirm and what it chose.
+async function confirmWith(confirm, info, { optionsURL, verifyURL, methodURL = defaultMethodURL }) {
+  let answer = false;
+  try {
+    answer = await confirm(info);
+  } catch {
+    answer = false;
+  }
+  const grant = { scope: info.scope, operation: info.operation };
+  if (answer && typeof answer === "object" && typeof answer.method === "string" && answer.method !== "passkey") {
+    return reauthenticateWithSecret(methodURL(answer.method), String(answer.secret || ""), grant);
+  }
+  if (!answer) {
+    return failure("cancelled", MESSAGES.cancelled);
+  }
+  if (Array.isArray(info.methods) && !info.methods.includes("passkey")) {
+    return failure("no_method", MESSAGES.noMethod);
+  }
+  return reauthenticate({ optionsURL, verifyURL, ...grant });
 }
 
 function copyRequest(base, body) {
@@ -361,61 +414,78 @@ async function stepUpInfo(res) {
   }
 }
 
+/**
+ * The texts of the dialogs, in English. Pass your own as options.labels (to
+ * fetchWithStepUp, stepUpDialog or confirmDialog): any text left out keeps
+ * its English default. Functions get what they need to build a sentence.
+ */
+export const LABELS = Object.freeze({
+  title: "Confirm it's you",
+  confirm: "Confirm it's you",
+  cancel: "Cancel",
+  close: "Close",
+  // The sentence before the confirmation; action is info.action or
+  // defaultAction.
+  defaultAction: "continue",
+  passkeyPrompt: (action) => `Use your passkey to ${action}.`,
+  secretPrompt: (method, action) => `Enter your ${method} to ${action}.`,
+  forThisRequest: "The confirmation is for this request only.",
+  goodFor: (n, unit) => `The confirmation is good for ${n === 1 ? `1 ${unit}` : `${n} ${unit}s`}.`, // unit: "hour", "minute" or "second"
+  noMethod: MESSAGES.noMethod,
+  wrongSecret: "That is not right. Try again.",
+  working: "Checking…",
+  // Per method: its name in a sentence, the label of its field, and the
+  // button that switches to it.
+  methods: {
+    passkey: { name: "passkey", instead: "Use your passkey instead" },
+    password: { name: "password", field: "Password", instead: "Use your password instead" },
+    totp: { name: "authenticator app code", field: "Code from your authenticator app", instead: "Use your authenticator app instead" },
+  },
+  // For a method not in methods.
+  method: (name) => ({ name, field: name, instead: `Use ${name} instead` }),
+});
+
+function labelsFrom(custom = {}) {
+  return { ...LABELS, ...custom, methods: { ...LABELS.methods, ...(custom.methods || {}) } };
+}
+
+function methodLabels(labels, name) {
+  const fallback = (labels.method || LABELS.method)(name);
+  return { ...fallback, ...((labels.methods || {})[name] || {}) };
+}
+
 let dialogCount = 0;
 
-/**
- * The default confirm of fetchWithStepUp: a small modal <dialog> titled
- * "Confirm it's you", with a "Confirm it's you" button and a "Cancel"
- * button. It resolves to true on confirm, false on Cancel or Escape, and
- * gives the focus back to where it was. Style it with the class
- * "stepup-confirm" (and stepup-confirm-actions, stepup-confirm-ok,
- * stepup-confirm-cancel); it brings no styles of its own.
- *
- * The text says what the page is about to do, if it passes info.action
- * (such as "delete your account"), shows the description of the operation
- * of a Bind gate (info.operation.description), and says how long the
- * confirmation lasts (info.max_age, in seconds) or that it is for this
- * request only (a bound operation).
- *
- * @param {{action?: string, max_age?: number, operation?: {description?: string}}} [info]
- * @returns {Promise<boolean>}
- */
-export function confirmDialog(info = {}) {
+// newDialog makes the modal <dialog class="stepup-confirm"> with a title and
+// a text, and returns its parts. finish(value) closes it once, gives the
+// focus back and resolves the promise that showDialog returns.
+function newDialog(labels) {
+  const id = `stepup-confirm-${++dialogCount}`;
+  const dialog = document.createElement("dialog");
+  dialog.className = "stepup-confirm";
+  dialog.setAttribute("aria-labelledby", `${id}-title`);
+  dialog.setAttribute("aria-describedby", `${id}-text`);
+  const title = document.createElement("h2");
+  title.id = `${id}-title`;
+  title.textContent = labels.title;
+  const text = document.createElement("p");
+  text.id = `${id}-text`;
+  const actions = document.createElement("div");
+  actions.className = "stepup-confirm-actions";
+  dialog.append(title, text);
+  return { id, dialog, text, actions };
+}
+
+function button(className, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = label;
+  return b;
+}
+
+function showDialog(dialog, focus, setup) {
   return new Promise((resolve) => {
-    const id = `stepup-confirm-${++dialogCount}`;
-    const dialog = document.createElement("dialog");
-    dialog.className = "stepup-confirm";
-    dialog.setAttribute("aria-labelledby", `${id}-title`);
-    dialog.setAttribute("aria-describedby", `${id}-text`);
-
-    const title = document.createElement("h2");
-    title.id = `${id}-title`;
-    title.textContent = "Confirm it's you";
-    const text = document.createElement("p");
-    text.id = `${id}-text`;
-    text.textContent = describe(info);
-    const operation = info.operation && typeof info.operation.description === "string" ? info.operation.description : "";
-
-    const actions = document.createElement("div");
-    actions.className = "stepup-confirm-actions";
-    const ok = document.createElement("button");
-    ok.type = "button";
-    ok.className = "stepup-confirm-ok";
-    ok.textContent = "Confirm it's you";
-    const cancel = document.createElement("button");
-    cancel.type = "button";
-    cancel.className = "stepup-confirm-cancel";
-    cancel.textContent = "Cancel";
-    actions.append(ok, cancel);
-    dialog.append(title, text);
-    if (operation) {
-      const what = document.createElement("p");
-      what.className = "stepup-confirm-operation";
-      what.textContent = operation;
-      dialog.append(what);
-    }
-    dialog.append(actions);
-
     const previous = document.activeElement;
     let done = false;
     const finish = (value) => {
@@ -432,42 +502,209 @@ export function confirmDialog(info = {}) {
       }
       resolve(value);
     };
-    ok.addEventListener("click", () => finish(true));
-    cancel.addEventListener("click", () => finish(false));
     dialog.addEventListener("cancel", (event) => {
       event.preventDefault();
-      finish(false);
+      finish(undefined);
     });
-    dialog.addEventListener("close", () => finish(false));
-
+    dialog.addEventListener("close", () => finish(undefined));
+    setup(finish);
     document.body.append(dialog);
     dialog.showModal();
-    ok.focus();
+    focus().focus();
   });
 }
 
-function describe(info) {
-  const action = typeof info.action === "string" && info.action ? info.action : "continue";
-  let s = `Use your passkey to ${action}.`;
+/**
+ * A confirm for fetchWithStepUp that only asks "Confirm it's you?": a modal
+ * <dialog> with a confirm and a Cancel button. It resolves to true on
+ * confirm, false on Cancel or Escape, and gives the focus back to where it
+ * was. Style it with the class "stepup-confirm" (and stepup-confirm-actions,
+ * stepup-confirm-ok, stepup-confirm-cancel, stepup-confirm-operation); it
+ * brings no styles of its own. stepUpDialog, the default, also handles
+ * methods other than a passkey.
+ *
+ * The text says what the page is about to do, if it passes info.action
+ * (such as "delete your account"), shows the description of the operation
+ * of a Bind gate (info.operation.description), and says how long the
+ * confirmation lasts (info.max_age, in seconds) or that it is for this
+ * request only (a bound operation).
+ *
+ * @param {{action?: string, max_age?: number, operation?: {description?: string}}} [info]
+ * @param {{labels?: object}} [options]
+ * @returns {Promise<boolean>}
+ */
+export async function confirmDialog(info = {}, { labels: custom } = {}) {
+  const labels = labelsFrom(custom);
+  const { dialog, text, actions } = newDialog(labels);
+  text.textContent = describe(info, labels, labels.passkeyPrompt);
+  appendOperation(dialog, info);
+  const ok = button("stepup-confirm-ok", labels.confirm);
+  const cancel = button("stepup-confirm-cancel", labels.cancel);
+  actions.append(ok, cancel);
+  dialog.append(actions);
+  const value = await showDialog(dialog, () => ok, (finish) => {
+    ok.addEventListener("click", () => finish(true));
+    cancel.addEventListener("click", () => finish(false));
+  });
+  return value === true;
+}
+
+function appendOperation(dialog, info) {
+  const operation = info.operation && typeof info.operation.description === "string" ? info.operation.description : "";
+  if (operation) {
+    const what = document.createElement("p");
+    what.className = "stepup-confirm-operation";
+    what.textContent = operation;
+    dialog.append(what);
+  }
+}
+
+/**
+ * The default confirmation of fetchWithStepUp, for the 403 body info: a
+ * modal <dialog> that runs the whole confirmation and resolves to its result
+ * ({ok: true, reauthenticatedAt} or {ok: false, reason, message}).
+ *
+ * With info.methods starting with "passkey", it asks to confirm with the
+ * passkey; the confirm button (a click: never autofill) starts the passkey
+ * prompt, and the next method, if any, is offered as a button such as "Use
+ * your password instead". With another method first, it shows a field for
+ * its secret and posts it to methodURL(name) (default /api/reauth/{name});
+ * a wrong secret is said in the dialog (class stepup-confirm-error) and the
+ * user may try again until the server's limit. With no method, it says that
+ * one must be set up and resolves to {ok: false, reason: "no_method"}.
+ * Cancel or Escape resolves to {ok: false, reason: "cancelled"}, as does a
+ * dismissed passkey prompt, and shows no error.
+ *
+ * Every text comes from options.labels (see LABELS). The field is
+ * stepup-confirm-secret; the switch button stepup-confirm-instead.
+ *
+ * @param {{action?: string, max_age?: number, scope?: string, methods?: string[],
+ *          operation?: {digest: string, description?: string}}} info
+ * @param {{labels?: object, optionsURL?: string, verifyURL?: string,
+ *          methodURL?: (name: string) => string}} [options]
+ * @returns {Promise<{ok: true, reauthenticatedAt: string} | {ok: false, reason: string, message: string}>}
+ */
+export async function stepUpDialog(info = {}, options = {}) {
+  const { optionsURL, verifyURL, methodURL = defaultMethodURL } = options;
+  const labels = labelsFrom(options.labels);
+  const methods = Array.isArray(info.methods) ? info.methods.filter((m) => typeof m === "string") : ["passkey"];
+  const grant = { scope: info.scope, operation: info.operation };
+  const { id, dialog, text, actions } = newDialog(labels);
+
+  if (methods.length === 0) {
+    text.textContent = labels.noMethod;
+    const close = button("stepup-confirm-cancel", labels.close);
+    actions.append(close);
+    dialog.append(actions);
+    await showDialog(dialog, () => close, (finish) => close.addEventListener("click", () => finish()));
+    return failure("no_method", labels.noMethod);
+  }
+
+  appendOperation(dialog, info);
+  const form = document.createElement("form");
+  form.className = "stepup-confirm-form";
+  form.noValidate = true;
+  const fieldLabel = document.createElement("label");
+  fieldLabel.htmlFor = `${id}-secret`;
+  const field = document.createElement("input");
+  field.id = `${id}-secret`;
+  field.className = "stepup-confirm-secret";
+  field.required = true;
+  const error = document.createElement("p");
+  error.className = "stepup-confirm-error";
+  error.setAttribute("role", "alert");
+  error.hidden = true;
+  const ok = button("stepup-confirm-ok", labels.confirm);
+  ok.type = "submit";
+  const cancel = button("stepup-confirm-cancel", labels.cancel);
+  const instead = button("stepup-confirm-instead", "");
+  actions.append(ok, cancel);
+  form.append(fieldLabel, field, error, actions, instead);
+  dialog.append(form);
+
+  let index = 0;
+  const show = () => {
+    const name = methods[index];
+    const m = methodLabels(labels, name);
+    const passkey = name === "passkey";
+    text.textContent = describe(info, labels, passkey ? labels.passkeyPrompt : (action) => labels.secretPrompt(m.name, action));
+    fieldLabel.textContent = passkey ? "" : m.field;
+    fieldLabel.hidden = field.hidden = passkey;
+    field.disabled = passkey;
+    field.value = "";
+    field.type = name === "password" ? "password" : "text";
+    field.autocomplete = name === "password" ? "current-password" : name === "totp" ? "one-time-code" : "off";
+    error.hidden = true;
+    error.textContent = "";
+    const next = methods[(index + 1) % methods.length];
+    instead.hidden = methods.length < 2;
+    instead.textContent = methodLabels(labels, next).instead;
+    instead.dataset.method = next;
+    dialog.dataset.method = name;
+  };
+  show();
+
+  const outcome = await showDialog(dialog, () => (methods[0] === "passkey" ? ok : field), (finish) => {
+    cancel.addEventListener("click", () => finish());
+    instead.addEventListener("click", () => {
+      index = (index + 1) % methods.length;
+      show();
+      (methods[index] === "passkey" ? ok : field).focus();
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const name = methods[index];
+      if (name === "passkey") {
+        finish({ passkey: true });
+        return;
+      }
+      if (field.value === "") {
+        field.focus();
+        return;
+      }
+      ok.disabled = field.disabled = instead.disabled = true;
+      form.setAttribute("aria-busy", "true");
+      error.hidden = false;
+      error.textContent = labels.working;
+      const result = await reauthenticateWithSecret(methodURL(name), field.value, grant);
+      ok.disabled = field.disabled = instead.disabled = false;
+      form.removeAttribute("aria-busy");
+      if (result.ok || result.reason !== "wrong_secret") {
+        finish({ result });
+        return;
+      }
+      error.textContent = labels.wrongSecret;
+      field.value = "";
+      field.focus();
+    });
+  });
+  if (!outcome) {
+    return failure("cancelled", MESSAGES.cancelled);
+  }
+  if (outcome.passkey) {
+    return reauthenticate({ optionsURL, verifyURL, ...grant });
+  }
+  return outcome.result;
+}
+
+function describe(info, labels, prompt) {
+  const action = typeof info.action === "string" && info.action ? info.action : labels.defaultAction;
+  let s = prompt(action);
   const seconds = Number(info.max_age);
   if (info.operation && typeof info.operation === "object") {
-    s += " The confirmation is for this request only.";
+    s += " " + labels.forThisRequest;
   } else if (Number.isFinite(seconds) && seconds > 0) {
-    s += ` The confirmation is good for ${duration(seconds)}.`;
+    s += " " + duration(seconds, labels);
   }
   return s;
 }
 
-function duration(seconds) {
+function duration(seconds, labels) {
   if (seconds % 3600 === 0) {
-    return plural(seconds / 3600, "hour");
+    return labels.goodFor(seconds / 3600, "hour");
   }
   if (seconds % 60 === 0) {
-    return plural(seconds / 60, "minute");
+    return labels.goodFor(seconds / 60, "minute");
   }
-  return plural(seconds, "second");
-}
-
-function plural(n, unit) {
-  return n === 1 ? `1 ${unit}` : `${n} ${unit}s`;
+  return labels.goodFor(seconds, "second");
 }
