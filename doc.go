@@ -53,6 +53,17 @@
 // proves who confirmed what, and [Evidence] lets the application verify that
 // later.
 //
+// # Other methods
+//
+// Users without a passkey step up with a [Method] (a password re-entry, an
+// authenticator-app code) through [StepUp.MethodHandler]: the application
+// checks the secret, stepup runs the rest exactly as for a passkey, with one
+// failure limit across all methods. A gate accepts passkey grants only,
+// unless [Methods] names others; its 403 lists the accepted methods the
+// signed-in user can use ("methods", never null). The wrapped handler reads
+// what the grant proved with [GrantFrom] and the gate's user with
+// [UserFrom].
+//
 // # Storage
 //
 // The step-up state lives in a gorilla/sessions session named
