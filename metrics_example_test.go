@@ -25,8 +25,8 @@ type eventCounter struct {
 }
 
 func (c *eventCounter) Enabled(context.Context, slog.Level) bool { return true }
-func (c *eventCounter) WithAttrs([]slog.Attr) slog.Handler      { return c }
-func (c *eventCounter) WithGroup(string) slog.Handler           { return c }
+func (c *eventCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *eventCounter) WithGroup(string) slog.Handler            { return c }
 func (c *eventCounter) Handle(_ context.Context, r slog.Record) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
