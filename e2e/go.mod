@@ -9,6 +9,7 @@ require (
 	github.com/gorilla/securecookie v1.1.2
 	github.com/gorilla/sessions v1.4.0
 	github.com/passkey-stepup/stepup v0.0.0
+	github.com/passkey-stepup/stepup/example v0.0.0
 )
 
 require (
@@ -26,4 +27,8 @@ require (
 	golang.org/x/sys v0.48.0 // indirect
 )
 
-replace github.com/passkey-stepup/stepup => ../
+replace (
+	github.com/passkey-stepup/stepup => ../
+	github.com/passkey-stepup/stepup/example => ../example
+	github.com/passkey-stepup/stepup/sqlstore => ../sqlstore
+)

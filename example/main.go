@@ -3,7 +3,7 @@
 //
 // From the repository root:
 //
-//	go run ./example
+//	go -C example run .
 //
 // then open http://localhost:8080. Nothing needs configuring. Flags:
 //

@@ -12,7 +12,7 @@
 // navigates to: without a fresh confirmation it redirects to /reauth, which
 // confirms and sends the user back.
 //
-// Everything lives in memory. Run it with `go run ./example` from the
+// Everything lives in memory. Run it with `go -C example run .` from the
 // repository root.
 package app
 
