@@ -150,6 +150,12 @@ func (s *server) sendPayment(w http.ResponseWriter, r *http.Request) {
 		s.failed(w, r, "pay", err)
 		return
 	}
+	// The confirmation is used up; the account page still says when it was.
+	if g, ok := stepup.GrantFrom(r.Context()); ok {
+		sess := s.signIn.get(r)
+		putJSON(sess, keyConfirmed, usedConfirmation{At: g.At.Unix(), Method: g.Method})
+		s.saveOrLog(w, r, sess)
+	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.payment_sent", slog.String("user", b64(user.ID)), slog.Int64("cents", p.cents))
 	writeJSON(w, http.StatusOK, map[string]any{
 		"ok":             true,
@@ -352,9 +358,16 @@ func (s *server) accountView(r *http.Request, u *User) (*accountView, error) {
 	for _, p := range payments {
 		v.Payments = append(v.Payments, paymentView{To: p.To, Amount: formatCents(p.Amount), When: s.ago(p.At)})
 	}
-	if g, ok := s.su.LastReauth(r); ok {
-		v.LastConfirmed = s.ago(g.At)
-		v.LastMethod = methodNames[g.Method]
+	// The newest confirmation: the newest grant the step-up session holds,
+	// or a payment's, which its gate used up.
+	var last usedConfirmation
+	getJSON(s.signIn.get(r), keyConfirmed, &last)
+	if g, ok := s.su.LastReauth(r); ok && g.At.Unix() >= last.At {
+		last = usedConfirmation{At: g.At.Unix(), Method: g.Method}
+	}
+	if last.At != 0 {
+		v.LastConfirmed = s.ago(time.Unix(last.At, 0))
+		v.LastMethod = methodNames[last.Method]
 	}
 	return v, nil
 }

@@ -291,9 +291,15 @@ func TestSensitiveActionsNeedAFreshGrant(t *testing.T) {
 	}
 	// Used up: the next payment asks again, even at once.
 	expectRefused(t, d.do(c, http.MethodPost, "/api/account/payment", aPayment), 60)
+	// The account page still says when and how.
+	d.clock.Advance(2 * time.Minute)
+	if a := d.do(c, http.MethodGet, "/", nil); !strings.Contains(a.body, `<strong id="last-confirmed">2 minutes ago</strong>`) ||
+		!strings.Contains(a.body, ", with your passkey</span>") {
+		t.Errorf("after a payment the account page says %s", a.body)
+	}
 
 	// After 5 minutes the password asks again.
-	d.clock.Advance(4 * time.Minute)
+	d.clock.Advance(2 * time.Minute)
 	if a := d.do(c, http.MethodGet, "/account/data", nil, "Accept", "text/html"); a.status != http.StatusOK {
 		t.Fatalf("a 4-minute-old confirmation: the data page got %d", a.status)
 	}

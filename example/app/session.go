@@ -33,6 +33,7 @@ const (
 	keySignUp     = "signup"
 	keySignIns    = "signins"
 	keyAddPasskey = "addpasskey"
+	keyConfirmed  = "confirmed"
 )
 
 type signInSessions struct {
@@ -133,4 +134,12 @@ func putJSON(sess *sessions.Session, key string, v any) {
 func getJSON(sess *sessions.Session, key string, v any) bool {
 	b, ok := sess.Values[key].([]byte)
 	return ok && json.Unmarshal(b, v) == nil
+}
+
+// usedConfirmation is a single-use confirmation (a payment's) that a gate
+// consumed: stepup drops it from the step-up session, so LastReauth no
+// longer sees it, but the account page still says it happened.
+type usedConfirmation struct {
+	At     int64  `json:"at"` // Unix seconds
+	Method string `json:"method"`
 }
