@@ -66,7 +66,10 @@ type Options struct {
 	Origin string
 	// HashKey and BlockKey are the keys of the step-up cookie (32 or 64
 	// bytes to authenticate it; 16, 24 or 32 bytes to encrypt it). Give both
-	// or neither. Default: random keys made by New.
+	// or neither. The sign-in cookie's keys are derived from them (HKDF), so
+	// that with the same keys a restart keeps everyone signed in, and their
+	// confirmations with it. Default: random keys made by New (and random
+	// sign-in keys: a restart signs everyone out).
 	HashKey, BlockKey []byte
 	// Now is the clock of every time decision. Default time.Now.
 	Now func() time.Time
