@@ -1,14 +1,19 @@
-// Command example runs the stepup demo: a pretend bank with passkey sign-up
-// and sign-in, whose sensitive actions ask you to confirm it's you.
+// Command example runs the stepup demo: a pretend bank with passkey and
+// password sign-up and sign-in, whose sensitive actions ask you to confirm
+// it's you.
 //
 // From the repository root:
 //
-//	go run ./example
+//	go -C example run .
 //
-// then open http://localhost:8080. Nothing needs configuring. Flags:
+// then open http://localhost:8080. Nothing needs configuring: the accounts
+// are kept in a SQLite file in your cache folder, so they are still there
+// after a restart. Flags:
 //
 //	-addr     address to listen on (default localhost:8080)
 //	-origin   the address the browser uses, if not http://<addr>
+//	-db       the SQLite database file (default <user cache dir>/stepup-example/bank.db,
+//	          or under the temporary folder); ":memory:" keeps everything in memory
 //
 // The step-up cookie keys come from STEPUP_HASH_KEY (32 or 64 bytes) and
 // STEPUP_BLOCK_KEY (16, 24 or 32 bytes), hex-encoded, or are made at start.
@@ -25,6 +30,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -34,26 +40,43 @@ import (
 func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
 	origin := flag.String("origin", "", "the origin the browser uses (default http://<addr>, with localhost for a loopback or empty host)")
+	dbPath := flag.String("db", "", `the SQLite database file, or ":memory:" (default <user cache dir>/stepup-example/bank.db)`)
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, *origin, log); err != nil {
+	if err := run(*addr, *origin, *dbPath, log); err != nil {
 		fmt.Fprintln(os.Stderr, "example:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, origin string, log *slog.Logger) error {
+func run(addr, origin, dbPath string, log *slog.Logger) error {
 	if origin == "" {
 		origin = originOf(addr)
+	}
+	if dbPath == "" {
+		var err error
+		if dbPath, err = defaultDBPath(); err != nil {
+			return err
+		}
+	}
+	db, err := app.OpenDB(dbPath)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if dbPath == app.Memory {
+		log.Info("accounts are kept in memory: they go when the demo stops")
+	} else {
+		log.Info("accounts are kept in a SQLite file (-db chooses another, -db :memory: none)", "db", dbPath)
 	}
 	hashKey, blockKey, err := keysFromEnv()
 	if err != nil {
 		return err
 	}
 	if hashKey == nil {
-		log.Info("made new step-up cookie keys; set STEPUP_HASH_KEY and STEPUP_BLOCK_KEY (hex) to keep confirmations across restarts")
+		log.Info("made new cookie keys: a restart signs everyone out; set STEPUP_HASH_KEY and STEPUP_BLOCK_KEY (hex) to stay signed in, and keep confirmations, across restarts")
 	}
-	handler, err := app.New(app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, Logger: log})
+	handler, err := app.New(app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, DB: db, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -94,6 +117,21 @@ func originOf(addr string) string {
 		host = "localhost"
 	}
 	return "http://" + net.JoinHostPort(host, port)
+}
+
+// defaultDBPath is bank.db in a stepup-example folder of the user's cache
+// folder (such as ~/.cache on Linux), or of the temporary folder when there
+// is no cache folder. It makes the folder, readable only by the user.
+func defaultDBPath() (string, error) {
+	base, err := os.UserCacheDir()
+	if err != nil {
+		base = os.TempDir()
+	}
+	dir := filepath.Join(base, "stepup-example")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("the database folder: %w", err)
+	}
+	return filepath.Join(dir, "bank.db"), nil
 }
 
 // keysFromEnv reads the step-up cookie keys, or returns nil keys when

@@ -1,6 +1,11 @@
 package main
 
-import "testing"
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
 
 func TestOriginOf(t *testing.T) {
 	for addr, want := range map[string]string{
@@ -37,5 +42,21 @@ func TestKeysFromEnv(t *testing.T) {
 				t.Errorf("keysFromEnv() = %x, %x, %v", h, b, err)
 			}
 		})
+	}
+}
+
+func TestDefaultDBPath(t *testing.T) {
+	cache := t.TempDir()
+	t.Setenv("XDG_CACHE_HOME", cache) // os.UserCacheDir on Linux
+	t.Setenv("HOME", cache)           // and elsewhere
+	path, err := defaultDBPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(path) != "bank.db" || filepath.Base(filepath.Dir(path)) != "stepup-example" || !strings.HasPrefix(path, cache) {
+		t.Errorf("defaultDBPath() = %q, want .../stepup-example/bank.db under %s", path, cache)
+	}
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+		t.Errorf("the folder was not made: %v", err)
 	}
 }

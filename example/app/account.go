@@ -1,14 +1,13 @@
 package app
 
 import (
-	"crypto/pbkdf2"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,20 +17,27 @@ import (
 	"github.com/passkey-stepup/stepup"
 )
 
-// Password rules and hashing (PBKDF2-HMAC-SHA256 with the iteration count
-// OWASP recommends).
-const (
-	minPasswordLen   = 8
-	maxPasswordLen   = 128
-	pbkdf2Iterations = 600_000
-)
+// errNoGateUser means a handler that needs a gate runs without one: a wiring
+// mistake, answered 500.
+var errNoGateUser = errors.New("no user from the gate")
 
-// changePassword sets a new password. It runs behind
-// RequireRecentReauth(PasswordMaxAge).
+// confirmedWith is what the wrapped handlers add to their answer: the method
+// of the confirmation that let the request through, for the page's "You
+// last confirmed it's you ... with your passkey".
+func confirmedWith(r *http.Request) string {
+	g, _ := stepup.GrantFrom(r.Context())
+	return g.Method
+}
+
+// changePassword sets a new password (or a first one). It runs behind
+// RequireRecentReauth(PasswordMaxAge, Methods("passkey", "password")).
+// Every step-up grant of the user then ends, in every browser
+// (RevokeUser): whoever confirmed with the old password elsewhere must
+// confirm again.
 func (s *server) changePassword(w http.ResponseWriter, r *http.Request) {
-	user, ok := s.accounts.current(r)
+	user, ok := userOf(r)
 	if !ok {
-		apiError(w, http.StatusUnauthorized, "no_active_session", "Sign in first.")
+		s.failed(w, r, "change password", errNoGateUser)
 		return
 	}
 	var req struct {
@@ -40,94 +46,140 @@ func (s *server) changePassword(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if n := utf8.RuneCountInString(req.Password); n < minPasswordLen || n > maxPasswordLen || strings.TrimSpace(req.Password) == "" {
-		apiError(w, http.StatusBadRequest, "invalid_password", fmt.Sprintf("Choose a password of %d to %d characters.", minPasswordLen, maxPasswordLen))
+	if !validPassword(req.Password) {
+		apiError(w, http.StatusBadRequest, "invalid_password", passwordRule)
 		return
 	}
-	salt := make([]byte, 16)
-	rand.Read(salt)
-	key, err := pbkdf2.Key(sha256.New, req.Password, salt, pbkdf2Iterations, 32)
-	if err != nil {
-		internalError(w)
+	if err := s.users.setPassword(r.Context(), user.ID, hashPassword(req.Password), s.now()); err != nil {
+		s.failed(w, r, "change password", err)
 		return
 	}
-	now := s.now()
-	err = s.users.update(user.ID, func(u *User) error {
-		u.PasswordHash = append(salt, key...)
-		u.PasswordChanged = now
-		return nil
-	})
-	if err != nil {
-		internalError(w)
-		return
+	with := confirmedWith(r)
+	if err := s.su.RevokeUser(r.Context(), user.ID); err != nil {
+		// The password is changed; the grants made with the old one may live
+		// until they expire. Say so in the log, not to the user.
+		s.log.LogAttrs(r.Context(), slog.LevelError, "demo.revoke_failed", slog.String("cause", err.Error()))
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.password_changed", slog.String("user", b64(user.ID)))
-	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": "Your password was changed."})
+	message := "Your password was changed."
+	if !user.hasPassword() {
+		message = "Your password is set. You can sign in with it too."
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "message": message, "confirmed_with": with})
 }
 
-var errInsufficientFunds = errors.New("insufficient funds")
+// paymentRequest is the body of a payment.
+type paymentRequest struct {
+	To     string `json:"to"`
+	Amount string `json:"amount"`
+}
 
-// sendPayment sends money to someone. It runs behind
-// RequireRecentReauth(PaymentMaxAge).
-func (s *server) sendPayment(w http.ResponseWriter, r *http.Request) {
-	user, ok := s.accounts.current(r)
-	if !ok {
-		apiError(w, http.StatusUnauthorized, "no_active_session", "Sign in first.")
-		return
+// payment is a checked payment request.
+type payment struct {
+	to    string
+	cents int64
+}
+
+// readPayment reads and checks the payment request of r. Its errors are
+// the gate's answer to the page (stepup.OperationError).
+func readPayment(r *http.Request) (payment, error) {
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return payment{}, &stepup.OperationError{Status: http.StatusBadRequest, Message: "The request must be JSON."}
 	}
-	var req struct {
-		To     string `json:"to"`
-		Amount string `json:"amount"`
-	}
-	if !decodeBody(w, r, &req) {
-		return
+	var req paymentRequest
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil || len(b) > maxBody || json.Unmarshal(b, &req) != nil {
+		return payment{}, &stepup.OperationError{Status: http.StatusBadRequest, Message: "The request is not what this page sends.", Err: err}
 	}
 	to := strings.Join(strings.Fields(req.To), " ")
 	if to == "" || utf8.RuneCountInString(to) > 60 {
-		apiError(w, http.StatusBadRequest, "invalid_recipient", "Say who gets the money (up to 60 characters).")
-		return
+		return payment{}, &stepup.OperationError{Status: http.StatusBadRequest, Code: "invalid_recipient", Message: "Say who gets the money (up to 60 characters)."}
 	}
 	cents, ok := parseAmount(req.Amount)
-	if !ok || cents <= 0 {
-		apiError(w, http.StatusBadRequest, "invalid_amount", "Enter an amount such as 12.50.")
+	switch {
+	case !ok:
+		return payment{}, &stepup.OperationError{Status: http.StatusBadRequest, Code: "invalid_amount", Message: "Enter an amount such as 12.50."}
+	case cents <= 0:
+		return payment{}, &stepup.OperationError{Status: http.StatusUnprocessableEntity, Code: "invalid_amount", Message: "Enter an amount above zero."}
+	}
+	return payment{to: to, cents: cents}, nil
+}
+
+// paymentOperation is the payment gate's stepup.Bind function: the
+// canonical bytes of the payment (amount in cents, currency, payee), which
+// the confirmation signs, and what the dialog shows, such as "Send 99.95
+// EUR to Alan Turing". A payment the account cannot make is refused here,
+// before the user is asked to confirm it.
+func (s *server) paymentOperation(r *http.Request) ([]byte, string, error) {
+	p, err := readPayment(r)
+	if err != nil {
+		return nil, "", err
+	}
+	user, err := s.accounts.current(r)
+	if err != nil {
+		return nil, "", err // the gate has just found the user: a database fault
+	}
+	if p.cents > user.Balance {
+		return nil, "", &stepup.OperationError{Status: http.StatusBadRequest, Code: "insufficient_funds",
+			Message: "You don't have that much money. Enter a smaller amount."}
+	}
+	op := fmt.Sprintf("pay\x00%d\x00EUR\x00%s", p.cents, p.to)
+	return []byte(op), fmt.Sprintf("Send %s EUR to %s", decimal(p.cents), p.to), nil
+}
+
+// sendPayment sends money to someone. It runs behind
+// RequireRecentReauth(PaymentMaxAge, Bind(paymentOperation)): the request
+// is exactly the payment the user confirmed with a passkey, and the
+// confirmation is used up.
+func (s *server) sendPayment(w http.ResponseWriter, r *http.Request) {
+	user, ok := userOf(r)
+	if !ok {
+		s.failed(w, r, "pay", errNoGateUser)
 		return
 	}
-	var balance int64
-	err := s.users.update(user.ID, func(u *User) error {
-		if cents > u.Balance {
-			return errInsufficientFunds
-		}
-		u.Balance -= cents
-		u.Payments = append(u.Payments, Payment{To: to, Amount: cents, At: s.now()})
-		balance = u.Balance
-		return nil
-	})
+	p, err := readPayment(r)
+	if err != nil { // the gate's Bind function read the same body
+		apiError(w, http.StatusBadRequest, "invalid_request", "The request is not what this page sends.")
+		return
+	}
+	balance, err := s.users.pay(r.Context(), user.ID, p.to, p.cents, s.now())
 	if errors.Is(err, errInsufficientFunds) {
 		apiError(w, http.StatusBadRequest, "insufficient_funds", "You don't have that much money. Enter a smaller amount.")
 		return
 	} else if err != nil {
-		internalError(w)
+		s.failed(w, r, "pay", err)
 		return
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.payment_sent", slog.String("user", b64(user.ID)), slog.Int64("cents", cents))
+	// The confirmation is used up; the account page still says when it was.
+	if g, ok := stepup.GrantFrom(r.Context()); ok {
+		sess := s.signIn.get(r)
+		putJSON(sess, keyConfirmed, usedConfirmation{At: g.At.Unix(), Method: g.Method})
+		s.saveOrLog(w, r, sess)
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.payment_sent", slog.String("user", b64(user.ID)), slog.Int64("cents", p.cents))
 	writeJSON(w, http.StatusOK, map[string]any{
-		"ok":      true,
-		"message": fmt.Sprintf("Sent %s to %s.", formatCents(cents), to),
-		"balance": formatCents(balance),
-		"payment": map[string]string{"to": to, "amount": formatCents(cents)},
+		"ok":             true,
+		"message":        fmt.Sprintf("Sent %s to %s.", formatCents(p.cents), p.to),
+		"balance":        formatCents(balance),
+		"payment":        map[string]string{"to": p.to, "amount": formatCents(p.cents)},
+		"confirmed_with": confirmedWith(r),
 	})
 }
 
 // deleteAccount deletes the signed-in account. It runs behind
-// RequireRecentReauth(DeleteMaxAge), and the grant it used is revoked: a
-// confirmation is never reused after a deletion.
+// RequireRecentReauth(DeleteMaxAge, Once(), Methods("passkey",
+// "password")): the confirmation is used up by the deletion, and the
+// session's other grants are revoked with the sign-in.
 func (s *server) deleteAccount(w http.ResponseWriter, r *http.Request) {
-	user, ok := s.accounts.current(r)
+	user, ok := userOf(r)
 	if !ok {
-		apiError(w, http.StatusUnauthorized, "no_active_session", "Sign in first.")
+		s.failed(w, r, "delete account", errNoGateUser)
 		return
 	}
-	if !s.users.delete(user.ID) {
+	if found, err := s.users.delete(r.Context(), user.ID); err != nil {
+		s.failed(w, r, "delete account", err)
+		return
+	} else if !found {
 		apiError(w, http.StatusUnauthorized, "no_active_session", "Sign in first.")
 		return
 	}
@@ -154,6 +206,10 @@ func (s *server) deleteAccount(w http.ResponseWriter, r *http.Request) {
 // cents.
 func parseAmount(s string) (int64, bool) {
 	s = strings.TrimSpace(s)
+	sign := int64(1)
+	if rest, ok := strings.CutPrefix(s, "-"); ok {
+		sign, s = -1, rest
+	}
 	whole, frac, hasFrac := strings.Cut(s, ".")
 	if whole == "" || len(whole) > 9 || hasFrac && (len(frac) == 0 || len(frac) > 2) {
 		return 0, false
@@ -179,7 +235,16 @@ func parseAmount(s string) (int64, bool) {
 	if w > (math.MaxInt64-99)/100 {
 		return 0, false
 	}
-	return w*100 + f, true
+	return sign * (w*100 + f), true
+}
+
+// decimal writes cents as a plain decimal amount: 99.95.
+func decimal(c int64) string {
+	sign := ""
+	if c < 0 {
+		sign, c = "-", -c
+	}
+	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
 }
 
 // formatCents writes cents as euros: €1,234.50.
@@ -208,20 +273,25 @@ type page struct {
 	Account  *accountView
 	ReturnTo string
 	Data     string
+	// The ways the signed-in user can confirm on the /reauth page.
+	Passkey, Password bool
 }
 
 type accountView struct {
-	Name           string
-	Created        string
-	Passkeys       []passkeyView
-	Password       string
-	Balance        string
-	Payments       []paymentView
-	LastConfirmed  string
-	PasswordMaxAge string
-	PaymentMaxAge  string
-	DeleteMaxAge   string
-	DataMaxAge     string
+	Name             string
+	Created          string
+	Passkeys         []passkeyView
+	HasPassword      bool
+	Password         string
+	Balance          string
+	Payments         []paymentView
+	LastConfirmed    string
+	LastMethod       string
+	PasswordMaxAge   string
+	PaymentMaxAge    string
+	DeleteMaxAge     string
+	DataMaxAge       string
+	AddPasskeyMaxAge string
 }
 
 type passkeyView struct {
@@ -239,27 +309,44 @@ var flashes = map[string]string{
 }
 
 func (s *server) home(w http.ResponseWriter, r *http.Request) {
-	user, ok := s.accounts.current(r)
-	if !ok {
+	user, err := s.accounts.current(r)
+	if errors.Is(err, errSignedOut) {
 		s.render(w, "home.html", page{Title: "Welcome", Page: "home", Flash: flashes[r.URL.Query().Get("m")]})
 		return
+	} else if err != nil {
+		s.pageFailed(w, r, err)
+		return
 	}
-	s.render(w, "account.html", page{Title: "Your account", Page: "account", Account: s.accountView(r, user)})
+	v, err := s.accountView(r, user)
+	if err != nil {
+		s.pageFailed(w, r, err)
+		return
+	}
+	s.render(w, "account.html", page{Title: "Your account", Page: "account", Account: v})
 }
 
-func (s *server) accountView(r *http.Request, u *User) *accountView {
-	v := &accountView{
-		Name:           u.Name,
-		Created:        s.ago(u.Created),
-		Password:       "not set",
-		Balance:        formatCents(u.Balance),
-		PasswordMaxAge: lastPeriod(PasswordMaxAge),
-		PaymentMaxAge:  lastPeriod(PaymentMaxAge),
-		DeleteMaxAge:   lastPeriod(DeleteMaxAge),
-		DataMaxAge:     lastPeriod(DataMaxAge),
+// methodNames say how a grant was made, after "with your".
+var methodNames = map[string]string{"passkey": "passkey", "password": "password"}
+
+func (s *server) accountView(r *http.Request, u *User) (*accountView, error) {
+	payments, err := s.users.payments(r.Context(), u.ID, 5)
+	if err != nil {
+		return nil, err
 	}
-	if !u.PasswordChanged.IsZero() {
-		v.Password = "changed " + s.ago(u.PasswordChanged)
+	v := &accountView{
+		Name:             u.Name,
+		Created:          s.ago(u.Created),
+		HasPassword:      u.hasPassword(),
+		Password:         "not set",
+		Balance:          formatCents(u.Balance),
+		PasswordMaxAge:   lastPeriod(PasswordMaxAge),
+		PaymentMaxAge:    lastPeriod(PaymentMaxAge),
+		DeleteMaxAge:     lastPeriod(DeleteMaxAge),
+		DataMaxAge:       lastPeriod(DataMaxAge),
+		AddPasskeyMaxAge: lastPeriod(AddPasskeyMaxAge),
+	}
+	if u.hasPassword() {
+		v.Password = "set " + s.ago(u.PasswordChanged)
 	}
 	for _, p := range u.Passkeys {
 		pv := passkeyView{Created: s.ago(p.Created), LastUsed: "never", Synced: p.Credential.Flags.BackupEligible}
@@ -268,35 +355,59 @@ func (s *server) accountView(r *http.Request, u *User) *accountView {
 		}
 		v.Passkeys = append(v.Passkeys, pv)
 	}
-	for i := len(u.Payments) - 1; i >= 0 && len(v.Payments) < 5; i-- {
-		p := u.Payments[i]
+	for _, p := range payments {
 		v.Payments = append(v.Payments, paymentView{To: p.To, Amount: formatCents(p.Amount), When: s.ago(p.At)})
 	}
-	if at, ok := s.su.LastReauth(r); ok {
-		v.LastConfirmed = s.ago(at.At)
+	// The newest confirmation: the newest grant the step-up session holds,
+	// or a payment's, which its gate used up.
+	var last usedConfirmation
+	getJSON(s.signIn.get(r), keyConfirmed, &last)
+	if g, ok := s.su.LastReauth(r); ok && g.At.Unix() >= last.At {
+		last = usedConfirmation{At: g.At.Unix(), Method: g.Method}
 	}
-	return v
+	if last.At != 0 {
+		v.LastConfirmed = s.ago(time.Unix(last.At, 0))
+		v.LastMethod = methodNames[last.Method]
+	}
+	return v, nil
+}
+
+// pageFailed logs a fault of ours while drawing a page and answers 500.
+func (s *server) pageFailed(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.LogAttrs(r.Context(), slog.LevelError, "demo.page_failed", slog.String("path", r.URL.Path), slog.String("cause", err.Error()))
+	http.Error(w, "Something went wrong on our side. Try again.", http.StatusInternalServerError)
 }
 
 // reauthPage is Config.ReauthURL: a gated page the browser navigated to
-// sends the user here with return_to; after the confirmation the page goes
-// back there.
+// sends the user here with return_to; after the confirmation (with a
+// passkey or the password, whichever the user has) the page goes back
+// there.
 func (s *server) reauthPage(w http.ResponseWriter, r *http.Request) {
-	if _, ok := s.accounts.current(r); !ok {
+	user, err := s.accounts.current(r)
+	if errors.Is(err, errSignedOut) {
 		http.Redirect(w, r, "/", http.StatusSeeOther)
+		return
+	} else if err != nil {
+		s.pageFailed(w, r, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	s.render(w, "reauth.html", page{Title: "Confirm it's you", Page: "reauth", ReturnTo: stepup.ReturnTo(r)})
+	s.render(w, "reauth.html", page{Title: "Confirm it's you", Page: "reauth", ReturnTo: stepup.ReturnTo(r),
+		Passkey: len(user.Passkeys) > 0, Password: user.hasPassword()})
 }
 
 // dataPage shows what the demo stores about the user. It runs behind
-// RequireRecentReauth(DataMaxAge); a browser without a fresh confirmation is
-// redirected to /reauth.
+// RequireRecentReauth(DataMaxAge, Methods("passkey", "password")); a
+// browser without a fresh confirmation is redirected to /reauth.
 func (s *server) dataPage(w http.ResponseWriter, r *http.Request) {
-	u, ok := s.accounts.current(r)
+	u, ok := userOf(r)
 	if !ok {
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		s.pageFailed(w, r, errNoGateUser)
+		return
+	}
+	payments, err := s.users.payments(r.Context(), u.ID, 0)
+	if err != nil {
+		s.pageFailed(w, r, err)
 		return
 	}
 	type passkey struct {
@@ -306,20 +417,20 @@ func (s *server) dataPage(w http.ResponseWriter, r *http.Request) {
 		Transports     []string  `json:"transports"`
 		SignCount      uint32    `json:"sign_count"`
 	}
-	type payment struct {
+	type paymentJSON struct {
 		To     string    `json:"to"`
 		Amount string    `json:"amount"`
 		At     time.Time `json:"at"`
 	}
 	export := struct {
-		Name        string    `json:"name"`
-		Created     time.Time `json:"created"`
-		PasswordSet bool      `json:"password_set"`
-		Balance     string    `json:"balance"`
-		Passkeys    []passkey `json:"passkeys"`
-		Payments    []payment `json:"payments"`
-	}{Name: u.Name, Created: u.Created.UTC(), PasswordSet: len(u.PasswordHash) > 0, Balance: formatCents(u.Balance),
-		Passkeys: []passkey{}, Payments: []payment{}}
+		Name        string        `json:"name"`
+		Created     time.Time     `json:"created"`
+		PasswordSet bool          `json:"password_set"`
+		Balance     string        `json:"balance"`
+		Passkeys    []passkey     `json:"passkeys"`
+		Payments    []paymentJSON `json:"payments"`
+	}{Name: u.Name, Created: u.Created.UTC(), PasswordSet: u.hasPassword(), Balance: formatCents(u.Balance),
+		Passkeys: []passkey{}, Payments: []paymentJSON{}}
 	for _, p := range u.Passkeys {
 		pk := passkey{ID: b64(p.Credential.ID), Created: p.Created.UTC(), BackupEligible: p.Credential.Flags.BackupEligible,
 			SignCount: p.Credential.Authenticator.SignCount, Transports: []string{}}
@@ -328,12 +439,12 @@ func (s *server) dataPage(w http.ResponseWriter, r *http.Request) {
 		}
 		export.Passkeys = append(export.Passkeys, pk)
 	}
-	for _, p := range u.Payments {
-		export.Payments = append(export.Payments, payment{To: p.To, Amount: formatCents(p.Amount), At: p.At.UTC()})
+	for _, p := range payments {
+		export.Payments = append(export.Payments, paymentJSON{To: p.To, Amount: formatCents(p.Amount), At: p.At.UTC()})
 	}
 	b, err := json.MarshalIndent(export, "", "  ")
 	if err != nil {
-		http.Error(w, "internal error", http.StatusInternalServerError)
+		s.pageFailed(w, r, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

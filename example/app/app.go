@@ -1,22 +1,28 @@
 // Package app is the example application of stepup: a small pretend bank
-// where a newcomer creates an account with a passkey, signs out and in again
-// with it, and uses three sensitive actions that ask to confirm it's you
+// where a newcomer creates an account with a passkey or a password, signs
+// out and in again, and uses sensitive actions that ask to confirm it's you
 // when the last confirmation is too old:
 //
-//   - change password: a confirmation of the last 5 minutes;
-//   - send a payment: a confirmation of the last minute;
-//   - delete the account: a confirmation of the last minute, used up by
-//     the deletion.
+//   - send a payment: a passkey only, for that very payment (stepup.Bind:
+//     changing the amount or payee after confirming is refused);
+//   - change the password: a passkey or the password, from the last 5
+//     minutes; every other confirmation of the user ends (RevokeUser);
+//   - add a passkey: a passkey or the password, from the last 5 minutes;
+//   - delete the account: a passkey or the password, from the last minute,
+//     used up by the deletion (stepup.Once).
 //
-// A fourth route, the "Your data" page, is a gated page that a browser
+// A fifth route, the "Your data" page, is a gated page that a browser
 // navigates to: without a fresh confirmation it redirects to /reauth, which
 // confirms and sends the user back.
 //
-// Everything lives in memory. Run it with `go run ./example` from the
-// repository root.
+// Accounts, passkeys (through stepup's sqlstore) and payments are kept in
+// SQLite ([OpenDB]). Run it with `go -C example run .` from the repository
+// root.
 package app
 
 import (
+	"context"
+	"database/sql"
 	"embed"
 	"encoding/json"
 	"errors"
@@ -41,10 +47,11 @@ import (
 
 // How recent a confirmation each sensitive action needs.
 const (
-	PasswordMaxAge = 5 * time.Minute
-	PaymentMaxAge  = time.Minute
-	DeleteMaxAge   = time.Minute
-	DataMaxAge     = 5 * time.Minute
+	PasswordMaxAge   = 5 * time.Minute
+	PaymentMaxAge    = time.Minute
+	DeleteMaxAge     = time.Minute
+	DataMaxAge       = 5 * time.Minute
+	AddPasskeyMaxAge = 5 * time.Minute
 )
 
 // DefaultOrigin is where the demo expects the browser by default.
@@ -59,11 +66,19 @@ type Options struct {
 	Origin string
 	// HashKey and BlockKey are the keys of the step-up cookie (32 or 64
 	// bytes to authenticate it; 16, 24 or 32 bytes to encrypt it). Give both
-	// or neither. Default: random keys made by New.
+	// or neither. The sign-in cookie's keys are derived from them (HKDF), so
+	// that with the same keys a restart keeps everyone signed in, and their
+	// confirmations with it. Default: random keys made by New (and random
+	// sign-in keys: a restart signs everyone out).
 	HashKey, BlockKey []byte
 	// Now is the clock of every time decision. Default time.Now.
 	Now func() time.Time
-	// Users is the user table. Default: a new empty one.
+	// DB is the SQLite database of the accounts, opened with [OpenDB]; New
+	// creates the tables it lacks. Default: a new in-memory database. Give
+	// DB or Users, not both.
+	DB *sql.DB
+	// Users is the user table, for tests that look into it. Default: the
+	// one in DB.
 	Users *Users
 	// Logger receives the demo's and stepup's events. Default: discarded.
 	Logger *slog.Logger
@@ -74,16 +89,17 @@ var files embed.FS
 
 // server is the demo application.
 type server struct {
-	origin   string
-	rpID     string
-	wa       *webauthn.WebAuthn
-	su       *stepup.StepUp
-	users    *Users
-	accounts accounts
-	signIn   *signInSessions
-	now      func() time.Time
-	log      *slog.Logger
-	pages    map[string]*template.Template
+	origin      string
+	rpID        string
+	wa          *webauthn.WebAuthn
+	su          *stepup.StepUp
+	users       *Users
+	accounts    accounts
+	signIn      *signInSessions
+	signInLimit *signInLimiter
+	now         func() time.Time
+	log         *slog.Logger
+	pages       map[string]*template.Template
 }
 
 // New returns the demo as an http.Handler, or an error for invalid options.
@@ -105,7 +121,10 @@ func New(opts Options) (http.Handler, error) {
 	if (opts.HashKey == nil) != (opts.BlockKey == nil) {
 		return nil, errors.New("app: give both step-up cookie keys or neither")
 	}
-	if opts.HashKey == nil {
+	var signInSecret []byte
+	if opts.HashKey != nil {
+		signInSecret = append(append(signInSecret, opts.HashKey...), opts.BlockKey...)
+	} else {
 		opts.HashKey = securecookie.GenerateRandomKey(32)
 		opts.BlockKey = securecookie.GenerateRandomKey(32)
 	}
@@ -118,8 +137,15 @@ func New(opts Options) (http.Handler, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Users == nil {
+	switch {
+	case opts.Users != nil && opts.DB != nil:
+		return nil, errors.New("app: give Options.DB or Options.Users, not both")
+	case opts.Users == nil && opts.DB == nil:
 		opts.Users = NewUsers()
+	case opts.Users == nil:
+		if opts.Users, err = OpenUsers(context.Background(), opts.DB); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -136,8 +162,11 @@ func New(opts Options) (http.Handler, error) {
 	// plain http confuses other clients; on localhost the cookies go
 	// without it.
 	secure := !local
-	s.signIn = newSignInSessions(secure, s.log)
+	if s.signIn, err = newSignInSessions(secure, s.log, signInSecret); err != nil {
+		return nil, err
+	}
 	s.accounts = accounts{users: s.users, signIn: s.signIn, now: s.now}
+	s.signInLimit = &signInLimiter{now: s.now, failures: map[string]failures{}}
 
 	s.wa, err = webauthn.New(&webauthn.Config{
 		RPID:          s.rpID,
@@ -177,30 +206,46 @@ func isLocalhost(host string) bool {
 
 func (s *server) routes() http.Handler {
 	gate := s.su.RequireRecentReauth
+	// The methods a gate accepts. A grant records how it was made, and a
+	// gate passes only grants of the methods it names.
+	passkeyOrPassword := stepup.Methods("passkey", "password")
 	mux := http.NewServeMux()
 
 	mux.HandleFunc("GET /{$}", s.home)
 	mux.HandleFunc("GET /reauth", s.reauthPage)
-	mux.Handle("GET /account/data", gate(DataMaxAge)(http.HandlerFunc(s.dataPage)))
+	mux.Handle("GET /account/data", gate(DataMaxAge, passkeyOrPassword)(http.HandlerFunc(s.dataPage)))
 	static, _ := fs.Sub(files, "static")
 	mux.Handle("GET /static/", noCache(http.StripPrefix("/static/", http.FileServerFS(static))))
 
-	// stepup: the browser client and the ceremony.
+	// stepup: the browser client and the ceremonies (a passkey, or the
+	// password).
 	mux.Handle("GET /stepup.js", s.su.ScriptHandler())
 	mux.Handle("POST /api/reauth/options", s.su.OptionsHandler())
 	mux.Handle("POST /api/reauth/verify", s.su.VerifyHandler())
+	mux.Handle("POST /api/reauth/password", s.su.MethodHandler(passwordMethod()))
 
 	// The demo's own accounts.
 	mux.HandleFunc("POST /api/signup/begin", s.signUpBegin)
 	mux.HandleFunc("POST /api/signup/finish", s.signUpFinish)
+	mux.HandleFunc("POST /api/signup/password", s.signUpPassword)
 	mux.HandleFunc("POST /api/signin/begin", s.signInBegin)
 	mux.HandleFunc("POST /api/signin/finish", s.signInFinish)
+	mux.HandleFunc("POST /api/signin/password", s.signInPassword)
 	mux.HandleFunc("POST /signout", s.signOut)
 
 	// The sensitive actions.
-	mux.Handle("POST /api/account/password", gate(PasswordMaxAge)(http.HandlerFunc(s.changePassword)))
-	mux.Handle("POST /api/account/payment", gate(PaymentMaxAge)(http.HandlerFunc(s.sendPayment)))
-	mux.Handle("POST /api/account/delete", gate(DeleteMaxAge)(http.HandlerFunc(s.deleteAccount)))
+	mux.Handle("POST /api/account/password", gate(PasswordMaxAge, passkeyOrPassword)(http.HandlerFunc(s.changePassword)))
+	// A payment takes a passkey, and the confirmation is for that very
+	// payment: what the user confirmed (amount and payee) is what is sent.
+	mux.Handle("POST /api/account/payment", gate(PaymentMaxAge, stepup.Bind(s.paymentOperation))(http.HandlerFunc(s.sendPayment)))
+	mux.Handle("POST /api/account/delete", gate(DeleteMaxAge, stepup.Once(), passkeyOrPassword)(http.HandlerFunc(s.deleteAccount)))
+	// Adding a passkey is itself a sensitive action, the first one included.
+	// Ungated, whoever is at the keyboard of a signed-in session (a shared
+	// computer, a session left open) would add a passkey of their own and
+	// then pass every later step-up with it, payments included: a passkey
+	// proves only that its holder is the one who registered it.
+	mux.Handle("POST /api/passkeys/begin", gate(AddPasskeyMaxAge, passkeyOrPassword)(http.HandlerFunc(s.addPasskeyBegin)))
+	mux.HandleFunc("POST /api/passkeys/finish", s.addPasskeyFinish)
 
 	// Every unsafe request from another site is refused, before any
 	// handler or gate runs.

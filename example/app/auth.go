@@ -9,13 +9,17 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/gorilla/sessions"
+
+	"github.com/passkey-stepup/stepup"
 )
 
 // startingBalance is what a new account holds, in cents.
@@ -23,6 +27,18 @@ const startingBalance = 1000_00
 
 // maxNameLen is the longest account name, in characters.
 const maxNameLen = 40
+
+// registrationOptions ask for a discoverable, user-verifying passkey
+// without attestation, for sign-up and for adding a passkey.
+var registrationOptions = []webauthn.RegistrationOption{
+	webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
+		ResidentKey:      protocol.ResidentKeyRequirementRequired,
+		UserVerification: protocol.VerificationRequired,
+	}),
+	webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementRequired),
+	webauthn.WithCredentialParameters(webauthn.CredentialParametersRecommendedL3()),
+	webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
+}
 
 // signUpBegin starts a registration: POST {"name": ...} answers the
 // PublicKeyCredentialCreationOptionsJSON for a new, discoverable passkey.
@@ -38,22 +54,13 @@ func (s *server) signUpBegin(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, "invalid_name", "Choose a name of 1 to 40 letters, digits or spaces.")
 		return
 	}
-	if s.users.nameTaken(name) {
-		apiError(w, http.StatusConflict, "name_taken", "That name is taken. Choose another one.")
+	if !s.nameFree(w, r, name) {
 		return
 	}
 	handle := make([]byte, 32)
 	rand.Read(handle)
 	user := &User{ID: handle, Name: name}
-	creation, data, err := s.wa.BeginRegistration(user,
-		webauthn.WithAuthenticatorSelection(protocol.AuthenticatorSelection{
-			ResidentKey:      protocol.ResidentKeyRequirementRequired,
-			UserVerification: protocol.VerificationRequired,
-		}),
-		webauthn.WithResidentKeyRequirement(protocol.ResidentKeyRequirementRequired),
-		webauthn.WithCredentialParameters(webauthn.CredentialParametersRecommendedL3()),
-		webauthn.WithConveyancePreference(protocol.PreferNoAttestation),
-	)
+	creation, data, err := s.wa.BeginRegistration(user, registrationOptions...)
 	if err != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "demo.signup_failed", slog.String("cause", err.Error()))
 		internalError(w)
@@ -95,20 +102,121 @@ func (s *server) signUpFinish(w http.ResponseWriter, r *http.Request) {
 	// The credential record keeps its flags (backup eligible and state) and
 	// transports: later assertions are checked against them.
 	user.Passkeys = []Passkey{{Credential: *cred, Created: s.now()}}
-	if err := s.users.create(user); errors.Is(err, errNameTaken) {
-		s.saveOrLog(w, r, sess)
-		apiError(w, http.StatusConflict, "name_taken", "That name was just taken. Choose another one.")
-		return
-	} else if err != nil {
-		internalError(w)
-		return
-	}
-	if !s.startSession(w, r, sess, user.ID) {
+	if !s.createUser(w, r, sess, user) {
 		return
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.signed_up", slog.String("user", b64(user.ID)),
 		slog.Bool("backup_eligible", cred.Flags.BackupEligible))
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// signUpPassword creates an account with a password and no passkey, and
+// signs it in: POST {"name", "password"}. Its owner can add a passkey later,
+// after confirming with the password.
+func (s *server) signUpPassword(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	name, ok := cleanName(req.Name)
+	if !ok {
+		apiError(w, http.StatusBadRequest, "invalid_name", "Choose a name of 1 to 40 letters, digits or spaces.")
+		return
+	}
+	if !validPassword(req.Password) {
+		apiError(w, http.StatusBadRequest, "invalid_password", passwordRule)
+		return
+	}
+	if !s.nameFree(w, r, name) {
+		return
+	}
+	handle := make([]byte, 32)
+	rand.Read(handle)
+	now := s.now()
+	user := &User{ID: handle, Name: name, Created: now, Balance: startingBalance,
+		PasswordHash: hashPassword(req.Password), PasswordChanged: now}
+	if !s.createUser(w, r, s.signIn.get(r), user) {
+		return
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.signed_up", slog.String("user", b64(user.ID)), slog.String("with", "password"))
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// signInPassword signs in with a name and password: POST {"name",
+// "password"}. A wrong name and a wrong password get the same answer, in
+// about the same time; after maxSignInFailures failures for a name in
+// signInWindow, that name waits (429).
+func (s *server) signInPassword(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name     string `json:"name"`
+		Password string `json:"password"`
+	}
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	name := strings.Join(strings.Fields(req.Name), " ")
+	if blocked, wait := s.signInLimit.blocked(name); blocked {
+		w.Header().Set("Retry-After", strconv.Itoa(int((wait+time.Second-1)/time.Second)))
+		apiError(w, http.StatusTooManyRequests, "too_many_attempts", "Too many failed attempts. Wait a few minutes, then try again.")
+		return
+	}
+	user, err := s.users.byName(r.Context(), name)
+	if err != nil && !errors.Is(err, errNoUser) {
+		s.failed(w, r, "find user", err)
+		return
+	}
+	hash := dummyHash()
+	if user != nil && user.hasPassword() {
+		hash = user.PasswordHash
+	}
+	match, err := checkPassword(hash, req.Password)
+	if err != nil {
+		s.failed(w, r, "check password", err)
+		return
+	}
+	if user == nil || !user.hasPassword() || !match {
+		s.signInLimit.failed(name)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.signin_refused", slog.String("with", "password"))
+		apiError(w, http.StatusUnauthorized, "wrong_password", "That name and password do not match an account.")
+		return
+	}
+	s.signInLimit.succeeded(name)
+	if !s.startSession(w, r, s.signIn.get(r), user.ID) {
+		return
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "demo.signed_in", slog.String("user", b64(user.ID)), slog.String("with", "password"))
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+}
+
+// nameFree answers 409 and returns false when name is taken.
+func (s *server) nameFree(w http.ResponseWriter, r *http.Request, name string) bool {
+	taken, err := s.users.nameTaken(r.Context(), name)
+	if err != nil {
+		s.failed(w, r, "check name", err)
+		return false
+	}
+	if taken {
+		apiError(w, http.StatusConflict, "name_taken", "That name is taken. Choose another one.")
+		return false
+	}
+	return true
+}
+
+// createUser stores a new account and signs it in, or answers and returns
+// false.
+func (s *server) createUser(w http.ResponseWriter, r *http.Request, sess *sessions.Session, user *User) bool {
+	if err := s.users.create(r.Context(), user); errors.Is(err, errNameTaken) {
+		s.saveOrLog(w, r, sess)
+		apiError(w, http.StatusConflict, "name_taken", "That name was just taken. Choose another one.")
+		return false
+	} else if err != nil {
+		s.failed(w, r, "create user", err)
+		return false
+	}
+	return s.startSession(w, r, sess, user.ID)
 }
 
 // signInBegin starts a discoverable sign-in: any passkey of this site.
@@ -169,21 +277,20 @@ func (s *server) signInFinish(w http.ResponseWriter, r *http.Request) {
 
 	// A passkey that no account has is reported as such, so that the page
 	// can tell the browser to forget it.
-	stored, owner, found := s.users.credential(parsed.RawID)
-	if !found {
+	stored, owner, err := s.accounts.CredentialByID(r.Context(), parsed.RawID)
+	if errors.Is(err, stepup.ErrUnknownCredential) {
 		s.saveOrLog(w, r, sess)
 		apiError(w, http.StatusNotFound, "unknown_credential", "This passkey is not registered here. Its account may have been deleted.")
+		return
+	} else if err != nil {
+		s.failed(w, r, "find passkey", err)
 		return
 	}
 	handler := func(rawID, userHandle []byte) (webauthn.User, error) {
 		if !bytes.Equal(userHandle, owner) {
 			return nil, errors.New("user handle does not match the passkey's owner")
 		}
-		u, ok := s.users.get(owner)
-		if !ok {
-			return nil, errNoUser
-		}
-		return u, nil
+		return s.users.get(r.Context(), owner)
 	}
 	_, cred, err := s.wa.ValidatePasskeyLogin(handler, data, parsed)
 	if err == nil && cred.Authenticator.SignCount <= stored.Authenticator.SignCount &&
@@ -197,7 +304,7 @@ func (s *server) signInFinish(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.accounts.UpdateCredential(r.Context(), owner, *cred); err != nil {
-		internalError(w)
+		s.failed(w, r, "update passkey", err)
 		return
 	}
 	if !s.startSession(w, r, sess, owner) {
@@ -230,6 +337,12 @@ func (s *server) signOut(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.Redirect(w, r, "/?m=signedout", http.StatusSeeOther)
+}
+
+// failed logs a fault of ours and answers 500.
+func (s *server) failed(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.LogAttrs(r.Context(), slog.LevelError, "demo.failed", slog.String("what", what), slog.String("cause", err.Error()))
+	internalError(w)
 }
 
 // save writes the sign-in session, or answers 500 and returns false.

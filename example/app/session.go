@@ -1,8 +1,12 @@
 package app
 
 import (
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -24,10 +28,12 @@ const (
 	// tabs can each finish theirs.
 	maxPendingSignIns = 3
 
-	keyUser    = "uid"
-	keySignIn  = "sid"
-	keySignUp  = "signup"
-	keySignIns = "signins"
+	keyUser       = "uid"
+	keySignIn     = "sid"
+	keySignUp     = "signup"
+	keySignIns    = "signins"
+	keyAddPasskey = "addpasskey"
+	keyConfirmed  = "confirmed"
 )
 
 type signInSessions struct {
@@ -35,13 +41,25 @@ type signInSessions struct {
 	log   *slog.Logger
 }
 
-// newSignInSessions makes the sign-in cookie store. Its keys are made at
-// start: the users live in memory, so a restart signs everyone out anyway.
-func newSignInSessions(secure bool, log *slog.Logger) *signInSessions {
-	store := sessions.NewCookieStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32))
+// newSignInSessions makes the sign-in cookie store. Its keys are derived
+// from the step-up cookie keys when the demo was given those (so that a
+// restart keeps everyone signed in, and with it their confirmations, which
+// belong to a sign-in), else made at start (a restart signs everyone out;
+// the accounts stay in the database).
+func newSignInSessions(secure bool, log *slog.Logger, secret []byte) (*signInSessions, error) {
+	hashKey, blockKey := securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)
+	if secret != nil {
+		var err1, err2 error
+		hashKey, err1 = hkdf.Key(sha256.New, secret, nil, "stepup example: sign-in cookie authentication", 32)
+		blockKey, err2 = hkdf.Key(sha256.New, secret, nil, "stepup example: sign-in cookie encryption", 32)
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("app: sign-in cookie keys: %w", err)
+		}
+	}
+	store := sessions.NewCookieStore(hashKey, blockKey)
 	store.Options = &sessions.Options{Path: "/", HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
 	store.MaxAge(int(signInLifetime / time.Second))
-	return &signInSessions{store: store, log: log}
+	return &signInSessions{store: store, log: log}, nil
 }
 
 // get returns the request's sign-in session. A cookie that does not decode
@@ -116,4 +134,12 @@ func putJSON(sess *sessions.Session, key string, v any) {
 func getJSON(sess *sessions.Session, key string, v any) bool {
 	b, ok := sess.Values[key].([]byte)
 	return ok && json.Unmarshal(b, v) == nil
+}
+
+// usedConfirmation is a single-use confirmation (a payment's) that a gate
+// consumed: stepup drops it from the step-up session, so LastReauth no
+// longer sees it, but the account page still says it happened.
+type usedConfirmation struct {
+	At     int64  `json:"at"` // Unix seconds
+	Method string `json:"method"`
 }

@@ -1,8 +1,9 @@
-// The demo's page script. The step-up part is three calls into stepup.js:
-// fetchWithStepUp for the sensitive forms, confirmDialog to say what is
-// being confirmed, and bindReauthButton on the /reauth page. The rest is the
-// demo's own sign-up and sign-in.
-import { bindReauthButton, confirmDialog, fetchWithStepUp } from "/stepup.js";
+// The demo's page script. The step-up part is a few calls into stepup.js:
+// fetchWithStepUp for the sensitive actions (its default dialog, stepUpDialog,
+// offers whichever methods the gate's 403 lists: a passkey first, the
+// password instead), and bindReauthButton and reauthenticateWithSecret on the
+// /reauth page. The rest is the demo's own sign-up and sign-in.
+import { bindReauthButton, fetchWithStepUp, reauthenticateWithSecret } from "/stepup.js";
 
 // The page's buttons come disabled: a click before this script runs would
 // submit a form the page has not taken over yet. Each init enables its own.
@@ -30,6 +31,35 @@ function initHome() {
   button.addEventListener("click", () => busy(button, () => signIn(signInStatus)));
   form.querySelector("button").disabled = false;
   button.disabled = false;
+
+  passwordForm("signup-password-form", "/api/signup/password", "Account created. Signing you in…");
+  passwordForm("signin-password-form", "/api/signin/password", "Signing you in…");
+}
+
+// passwordForm posts a name and password to url (sign-up or sign-in) and
+// goes to the account page when the server says yes.
+function passwordForm(id, url, doneText) {
+  const form = document.getElementById(id);
+  const status = form.querySelector(".status");
+  const submit = form.querySelector("button[type=submit]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await busy(submit, async () => {
+      show(status, "busy", "Working…");
+      try {
+        const res = await postJSON(url, { name: form.elements.username.value, password: form.elements.password.value });
+        if (!res.ok) {
+          form.elements.password.value = "";
+          return show(status, "error", messageOf(res));
+        }
+        show(status, "ok", doneText);
+        location.assign("/");
+      } catch (err) {
+        show(status, "error", errorMessage(err));
+      }
+    });
+  });
+  submit.disabled = false;
 }
 
 async function signUp(name, status) {
@@ -98,16 +128,22 @@ async function signIn(status) {
 // The sensitive actions -----------------------------------------------------
 
 function initAccount() {
+  // What the default dialog of stepup.js says when the gate lists no method
+  // this user has: a password-only account that tries to pay.
+  const needsPasskey =
+    "Payments need a passkey, and your account has none yet. Add one under “Add a passkey” on this page " +
+    "(you confirm that with your password), then send the payment again.";
   sensitiveForm("password-form", "/api/account/password", {
     action: "change your password",
     body: (form) => ({ password: form.elements.password.value }),
     done: (data, form) => {
       form.reset();
-      document.getElementById("password-state").textContent = "changed just now";
+      document.getElementById("password-state").textContent = "set just now";
     },
   });
   sensitiveForm("payment-form", "/api/account/payment", {
     action: "send this payment",
+    labels: { noMethod: needsPasskey },
     body: (form) => ({ to: form.elements.to.value, amount: form.elements.amount.value }),
     done: (data, form) => {
       form.elements.amount.value = "";
@@ -137,13 +173,21 @@ function initAccount() {
       location.assign("/?m=deleted");
     },
   });
+  initAddPasskey();
+}
+
+// A confirmation just made: the "You last confirmed it's you" line says so.
+function confirmedNow(method) {
+  document.getElementById("last-confirmed").textContent = "just now";
+  document.getElementById("last-confirmed-method").textContent = method ? `, with your ${method}` : "";
 }
 
 // sensitiveForm sends the form's data as JSON to a gated route. When the
 // server asks for a fresh confirmation, fetchWithStepUp shows the "Confirm
-// it's you" dialog, runs the passkey ceremony and sends the same request
-// again: the user types nothing twice.
-function sensitiveForm(id, url, { action, body, done }) {
+// it's you" dialog with the methods the gate accepts and this user has, runs
+// the confirmation and sends the same request again: the user types nothing
+// twice.
+function sensitiveForm(id, url, { action, labels = {}, body, done }) {
   const form = document.getElementById(id);
   const status = form.querySelector(".status");
   const submit = form.querySelector("button[type=submit]");
@@ -161,23 +205,23 @@ function sensitiveForm(id, url, { action, body, done }) {
             body: JSON.stringify(body(form)),
           },
           {
-            confirm: (info) => confirmDialog({ ...info, action }),
+            labels: { defaultAction: action, ...labels },
             onReauth: (result) => {
               reauth = result;
-              if (result.ok) {
-                document.getElementById("last-confirmed").textContent = "just now";
-              }
             },
           },
         );
         const data = await readJSON(res);
         if (res.ok) {
+          if (reauth && reauth.ok) {
+            confirmedNow(data && data.confirmed_with);
+          }
           show(status, "ok", data && data.message ? data.message : "Done.");
           await done(data, form);
           return;
         }
         if (reauth && !reauth.ok) {
-          return showReauthFailure(status, reauth);
+          return showReauthFailure(status, reauth, labels.noMethod);
         }
         if (res.status === 401) {
           return show(status, "error", "You are signed out. Reload the page and sign in again.");
@@ -191,6 +235,59 @@ function sensitiveForm(id, url, { action, body, done }) {
   submit.disabled = false;
 }
 
+// initAddPasskey: "Add a passkey" asks the gated begin route for creation
+// options (confirming first if need be), lets the browser make the passkey,
+// and sends it to the finish route.
+function initAddPasskey() {
+  const button = document.getElementById("passkey-add");
+  const status = document.getElementById("passkey-status");
+  button.addEventListener("click", () =>
+    busy(button, async () => {
+      if (!supportsJSON("parseCreationOptionsFromJSON")) {
+        return show(status, "error", "This browser is too old for passkeys in this demo. Try a current Chrome, Edge, Firefox or Safari.");
+      }
+      show(status, "busy", "Working…");
+      let reauth = null;
+      try {
+        const res = await fetchWithStepUp(
+          "/api/passkeys/begin",
+          { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: "{}" },
+          { labels: { defaultAction: "add a passkey" }, onReauth: (result) => (reauth = result) },
+        );
+        const options = await readJSON(res);
+        if (!res.ok) {
+          if (reauth && !reauth.ok) {
+            return showReauthFailure(status, reauth);
+          }
+          return show(status, "error", options && options.message ? options.message : "Something went wrong. Try again.");
+        }
+        if (reauth && reauth.ok) {
+          confirmedNow("");
+        }
+        show(status, "busy", "Waiting for your new passkey…");
+        const credential = await navigator.credentials.create({
+          publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(options),
+        });
+        const finish = await postJSON("/api/passkeys/finish", credential.toJSON());
+        if (!finish.ok) {
+          return show(status, "error", messageOf(finish));
+        }
+        show(status, "ok", "Your passkey was added.");
+        location.assign("/");
+      } catch (err) {
+        if (err && err.name === "NotAllowedError") {
+          return show(status, "cancelled", "");
+        }
+        if (err && err.name === "InvalidStateError") {
+          return show(status, "error", "This device already has a passkey for your account.");
+        }
+        show(status, "error", errorMessage(err));
+      }
+    }),
+  );
+  button.disabled = false;
+}
+
 // What the person sees when a confirmation did not work. Dismissing the
 // passkey prompt is their choice, not an error: nothing is shown.
 const reauthMessages = {
@@ -200,34 +297,54 @@ const reauthMessages = {
   verification_failed: "Your passkey could not be verified. Try again.",
   no_active_session: "You are signed out. Reload the page and sign in again.",
   too_many_attempts: "Too many attempts. Wait a few minutes, then try again.",
+  no_method: "This needs a way to confirm it's you that your account does not have yet.",
 };
 
-function showReauthFailure(status, result) {
+function showReauthFailure(status, result, noMethod) {
   if (result.reason === "cancelled" || result.reason === "aborted") {
     show(status, "cancelled", "");
     return;
   }
-  show(status, "error", reauthMessages[result.reason] || result.message, result.reason);
+  const text = result.reason === "no_method" && noMethod ? noMethod : reauthMessages[result.reason] || result.message;
+  show(status, "error", text, result.reason);
 }
 
 // The /reauth page ----------------------------------------------------------
 
 function initReauth() {
-  const button = document.getElementById("reauth-button");
   const status = document.getElementById("reauth-status");
-  const back = button.dataset.returnTo;
-  bindReauthButton(button, {
-    onResult: (result) => {
-      if (result.ok) {
-        show(status, "ok", "Thanks. Taking you back…");
-        // The server checked return_to; this only guards against a typo.
-        location.replace(back && back.startsWith("/") && !back.startsWith("//") ? back : "/");
-        return;
-      }
-      showReauthFailure(status, result);
-    },
-  });
-  button.disabled = false;
+  const back = document.getElementById("reauth-methods").dataset.returnTo;
+  const onResult = (result) => {
+    if (result.ok) {
+      show(status, "ok", "Thanks. Taking you back…");
+      // The server checked return_to; this only guards against a typo.
+      location.replace(back && back.startsWith("/") && !back.startsWith("//") ? back : "/");
+      return;
+    }
+    showReauthFailure(status, result);
+  };
+  const button = document.getElementById("reauth-button");
+  if (button) {
+    bindReauthButton(button, { onResult });
+    button.disabled = false;
+  }
+  const form = document.getElementById("reauth-password-form");
+  if (form) {
+    const submit = form.querySelector("button[type=submit]");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      await busy(submit, async () => {
+        show(status, "busy", "Checking…");
+        const result = await reauthenticateWithSecret("/api/reauth/password", form.elements.password.value);
+        if (!result.ok && result.reason === "wrong_secret") {
+          form.elements.password.value = "";
+          return show(status, "error", "That is not your password. Try again.", result.reason);
+        }
+        onResult(result);
+      });
+    });
+    submit.disabled = false;
+  }
 }
 
 // Helpers -------------------------------------------------------------------
