@@ -158,7 +158,8 @@ func TestConsumedBoundGrantOpensNoOtherBindGate(t *testing.T) {
 // the limit) or been answered: no more than MaxFailures may be checked.
 func TestFailureLimitCannotBeRaced(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
+	// The step-up limit is out of the way: only the failure limit may hold.
+	h := newHarness(t, func(c *stepup.Config) { c.MaxStepUps = 1000 })
 	const n = 40
 	clients := make([]*http.Client, n)
 	bodies := make([][]byte, n)
@@ -454,8 +455,9 @@ func TestEvidenceProvesWhatItClaims(t *testing.T) {
 		"top origin without cross origin reject": {resign(stepuptest.WithClientData(func(d *stepuptest.ClientData) {
 			d.TopOrigin = "https://partner.example"
 		})), stepup.EvidencePolicy{RPID: testRPID, Origins: []string{testOrigin}, AllowCrossOrigin: true, TopOrigins: []string{"https://partner.example"}}},
-		"user changed reject":  {withUser(ev, []byte("bob-handle")), testPolicy},
-		"scope changed reject": {withScope(ev, "payments"), testPolicy},
+		"user changed reject":         {withUser(ev, []byte("bob-handle")), testPolicy},
+		"scope changed reject":        {withScope(ev, "payments"), testPolicy},
+		"no user verification reject": {resign(stepuptest.WithoutUserVerification()), testPolicy},
 	}
 	for name, tc := range cases {
 		if err := tc.ev.Verify(pub, tc.policy); err == nil {

@@ -97,10 +97,11 @@ func (s *users) CredentialByID(ctx context.Context, id []byte) (webauthn.Credent
 	if s.failLookup.Load() {
 		return webauthn.Credential{}, nil, errDown
 	}
+	cred, owner, err := s.Users.CredentialByID(ctx, id)
 	if hook := s.lookupHook.Load(); hook != nil {
-		(*hook)()
+		(*hook)() // after the read: both racers hold the same stored count
 	}
-	return s.Users.CredentialByID(ctx, id)
+	return cred, owner, err
 }
 
 func (s *users) UpdateCredential(ctx context.Context, owner []byte, cred webauthn.Credential) error {

@@ -153,7 +153,7 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	c := s.newAttempt(w, r, who)
-	c.ps = nil // a method leaves the session's passkey ceremonies alone
+	c.ps = nil // a method leaves the session's passkey ceremonies alone: fail() does not clear them
 	if !c.reserve() {
 		return
 	}

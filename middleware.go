@@ -170,8 +170,8 @@ type Operation struct {
 // It answers 403 rather than 401 so that clients do not take the refusal
 // for a sign-out. It panics if maxAge <= 0 or an option is invalid.
 func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) func(http.Handler) http.Handler {
-	if maxAge <= 0 {
-		panic("stepup: RequireRecentReauth expects maxAge > 0")
+	if maxAge <= 0 || maxAge > maxGateAge {
+		panic("stepup: RequireRecentReauth expects 0 < maxAge <= 366 days")
 	}
 	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second), methods: []string{MethodPasskey}}
 	for _, o := range opts {
@@ -438,6 +438,15 @@ func (s *StepUp) grantState(ctx context.Context, g grant) (string, error) {
 	return "", nil
 }
 
+// maxGateAge is the longest maxAge a gate may have, so that lifetimes and
+// TTLs computed from it never overflow.
+const maxGateAge = 366 * 24 * time.Hour
+
+// minRevocationTTL is the least a revocation is kept: RevokeUser may be
+// called by a process (an admin tool, a worker) that made no gates, or
+// shorter ones than the web instances'.
+const minRevocationTTL = 24 * time.Hour
+
 // grantLifetime is how long after it was made a grant may still open some
 // gate: the longest maxAge of the gates made so far (at least a minute),
 // plus the allowed clock skew.
@@ -491,15 +500,18 @@ func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 // RevokeUser ends every grant of the user with handle that was made up to
 // now, in every session and on every instance sharing the Registry: call it
 // when a passkey is deleted, the password changes or an administrator locks
-// the account. The gate reads the revocation from the Registry. To allow for
-// clocks that differ between instances, grants made in the next few seconds
-// (up to the allowed skew of 5 s) are revoked too.
+// the account, from any process (it needs no gates of its own). The gate
+// reads the revocation from the Registry. To allow for clocks that differ
+// between instances, grants made in the next few seconds (up to the allowed
+// skew of 5 s) are revoked too. The revocation is kept for the longest
+// maxAge of this StepUp's gates, and at least 24 hours: a gate with a longer
+// maxAge elsewhere needs RevokeUser called where it is made.
 func (s *StepUp) RevokeUser(ctx context.Context, handle []byte) error {
 	if len(handle) == 0 || len(handle) > maxHandleLen {
 		return errors.New("stepup: RevokeUser: a user handle is 1 to 64 bytes")
 	}
 	until := s.now().Add(futureSkew).Unix()
-	if err := s.registry.Mark(ctx, revokedKey(handle), until, s.grantLifetime()+futureSkew); err != nil {
+	if err := s.registry.Mark(ctx, revokedKey(handle), until, max(s.grantLifetime()+futureSkew, minRevocationTTL)); err != nil {
 		s.log.LogAttrs(ctx, slog.LevelError, EventStoreFailed, slog.String("store", "registry"), errAttr(err))
 		return fmt.Errorf("stepup: RevokeUser: %w", err)
 	}

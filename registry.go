@@ -73,8 +73,9 @@ const DefaultRegistrySize = 2_500_000
 // MemoryRegistry is a [Registry] for a single instance. It is safe for
 // concurrent use and built so that it is never the bottleneck of step-up:
 //
-//   - an entry is a 64-bit keyed hash of its key (a collision can only make
-//     a fresh key look used, that is refuse, never let a used one pass);
+//   - an entry is a 64-bit keyed hash of its key, under a secret seed (a
+//     collision, about one in 10^7 at full size, makes a fresh key look used,
+//     or two counts one);
 //   - entries expire in one-second buckets, dropped a bucket at a time, so no
 //     operation sweeps the whole registry;
 //   - an entry is kept for exactly its TTL, rounded up to the second;
@@ -175,6 +176,12 @@ func (m *MemoryRegistry) slot(key string) uint16 {
 // caller holds m.mu.
 func (m *MemoryRegistry) advance(now int64) {
 	sec := now / int64(time.Second) // buckets up to sec hold only expired keys
+	if sec < m.cursor-1 {
+		// The clock went back: new entries go into buckets from here on,
+		// and the buckets ahead are visited as time comes to them.
+		m.cursor = sec + 1
+		return
+	}
 	if sec < m.cursor {
 		return
 	}
@@ -230,14 +237,15 @@ func (m *MemoryRegistry) release(k uint64) {
 	}
 }
 
-// admit reports whether one more entry for map key k may be stored. The
-// caller holds m.mu.
-func (m *MemoryRegistry) admit(k uint64) error {
+// admit reports whether one more entry for map key k may be stored. A mark
+// (a revocation) is exempt from the heavy-user rule: the heaviest user is
+// typically the one an administrator is locking out. The caller holds m.mu.
+func (m *MemoryRegistry) admit(k uint64, mark bool) error {
 	n := m.used.n + len(m.vals)
 	if n >= m.max {
 		return ErrRegistryFull
 	}
-	if share := int(m.share[uint16(k)]); n >= m.high && share >= lightShare && share >= n/max(m.owners, 1) {
+	if share := int(m.share[uint16(k)]); !mark && n >= m.high && share >= lightShare && share >= n/max(m.owners, 1) {
 		return ErrRegistryFull
 	}
 	return nil
@@ -245,7 +253,8 @@ func (m *MemoryRegistry) admit(k uint64) error {
 
 // track files k under the bucket of its expiry and counts it for its owner.
 func (m *MemoryRegistry) track(k uint64, expires int64, isNew bool) {
-	b := (expires + int64(time.Second) - 1) / int64(time.Second)
+	// Never a bucket behind the cursor: it would not be visited again.
+	b := max((expires+int64(time.Second)-1)/int64(time.Second), m.cursor)
 	list := m.buckets[b]
 	if list == nil {
 		list = &keyList{last: chunkLen}
@@ -289,15 +298,20 @@ func (m *MemoryRegistry) lock() int64 {
 	return now
 }
 
+// atLeastASecond is the TTL used for a non-positive one: such a caller has
+// a bug, and a key that would expire at once would be no record at all.
+func atLeastASecond(d time.Duration) time.Duration { return max(d, time.Second) }
+
 // Consume implements [Registry].
 func (m *MemoryRegistry) Consume(_ context.Context, key string, ttl time.Duration) (bool, error) {
+	ttl = atLeastASecond(ttl)
 	k := m.hash(key)
 	now := m.lock()
 	defer m.mu.Unlock()
 	if m.used.has(k) {
 		return false, nil
 	}
-	if err := m.admit(k); err != nil {
+	if err := m.admit(k, false); err != nil {
 		return false, err
 	}
 	m.used.add(k)
@@ -307,6 +321,7 @@ func (m *MemoryRegistry) Consume(_ context.Context, key string, ttl time.Duratio
 
 // Take implements [Registry].
 func (m *MemoryRegistry) Take(_ context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
+	window = atLeastASecond(window)
 	k := m.hash(key)
 	now := m.lock()
 	defer m.mu.Unlock()
@@ -315,7 +330,7 @@ func (m *MemoryRegistry) Take(_ context.Context, key string, limit int, window t
 		// A new window. An expired entry not yet dropped is reused.
 		_, present := m.vals[k]
 		if !present {
-			if err := m.admit(k); err != nil {
+			if err := m.admit(k, false); err != nil {
 				return false, 0, err
 			}
 		}
@@ -370,13 +385,14 @@ func (m *MemoryRegistry) Reset(_ context.Context, key string) error {
 
 // Mark implements [Registry].
 func (m *MemoryRegistry) Mark(_ context.Context, key string, value int64, ttl time.Duration) error {
+	ttl = atLeastASecond(ttl)
 	k := m.hash(key)
 	now := m.lock()
 	defer m.mu.Unlock()
 	expires := now + int64(ttl)
 	old, exists := m.vals[k]
 	if !exists {
-		if err := m.admit(k); err != nil {
+		if err := m.admit(k, true); err != nil {
 			return err
 		}
 	} else if old.expires > now {

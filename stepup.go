@@ -85,9 +85,11 @@ type Config struct {
 	Registry Registry
 	// MaxFailures is how many failed verify attempts a user may make within
 	// FailureWindow; after that, options and verify answer 429
-	// too_many_attempts until the window ends. Each attempt takes its unit
-	// before it is checked, so concurrent attempts cannot exceed the limit;
-	// a success resets the count. Default 5.
+	// too_many_attempts until the window ends. The limit is one across all
+	// methods. Each attempt takes its unit before it is checked, so
+	// concurrent attempts cannot exceed the limit. A passkey success resets
+	// the count; another method's success only gives its own unit back (the
+	// password must not buy more guesses of a code). Default 5.
 	MaxFailures int
 	// FailureWindow is the window of MaxFailures, starting at the first
 	// failure. Default 15 minutes.
@@ -105,10 +107,12 @@ type Config struct {
 	// or the ReauthURL redirect. Cache-Control is already no-store. Default:
 	// the documented 403 JSON.
 	OnReauthRequired func(w http.ResponseWriter, r *http.Request, info ReauthRequired)
-	// RecordEvidence, when set, receives the evidence of every grant bound to
-	// an operation (see [Bind]) before the grant is recorded; if it returns an
-	// error, verify answers 500 and grants nothing. Keep the evidence to prove
-	// later what the user confirmed ([Evidence.Verify]). Default: none.
+	// RecordEvidence, when set, receives the evidence of every passkey grant
+	// bound to an operation (see [Bind]) before the grant is recorded; if it
+	// returns an error, verify answers 500 and grants nothing. Keep the
+	// evidence to prove later what the user confirmed ([Evidence.Verify]).
+	// A grant of another [Method] is bound to its operation too, but nothing
+	// signs it: it has no evidence. Default: none.
 	RecordEvidence func(ctx context.Context, ev Evidence) error
 }
 

@@ -378,27 +378,44 @@ func (c *attempt) grant(p pending, m method) {
 			return
 		}
 	}
-	// A new plain grant replaces the older one of its scope; bound grants
-	// are each for one operation.
-	var gs []grant
+	// A new plain grant replaces the older one of its scope and method;
+	// bound grants are each for one operation. A grant that leaves the
+	// session, replaced or pushed out, is recorded as revoked: an older copy
+	// of the cookie that still holds it must not outlive Revoke.
+	var gs, dropped []grant
 	for _, old := range readGrants(nil, c.sess) {
-		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) {
+		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || string(old.method) != m.name {
 			gs = append(gs, old)
+		} else {
+			dropped = append(dropped, old)
 		}
 	}
-	writeGrants(c.sess, newest(append(gs, g), maxGrants))
+	gs = append(gs, g)
+	if n := len(gs) - maxGrants; n > 0 {
+		dropped, gs = append(dropped, gs[:n]...), gs[n:]
+	}
+	for _, old := range dropped {
+		if err := s.registry.Mark(c.ctx, grantKey(old.user, old.id), grantRevoked, s.grantTTL(old, c.now)); err != nil {
+			s.storeFailed(c.r, "registry", err)
+			c.fail(refuse(errUnavailable, slog.LevelError, "registry: "+err.Error()))
+			return
+		}
+	}
+	writeGrants(c.sess, gs)
 	// A server-side store keeps the session under an ID that the cookie
 	// carries: the grant gets a new one, so that an ID planted in the
 	// browser before the step-up (session fixation) never holds a grant.
 	// Cookie stores have no ID.
 	c.sess.ID = ""
-	var rest []pending
-	for _, q := range c.ps {
-		if !bytes.Equal(q.challenge, p.challenge) {
-			rest = append(rest, q)
+	if p.challenge != nil { // a passkey ceremony: it is done
+		var rest []pending
+		for _, q := range c.ps {
+			if !bytes.Equal(q.challenge, p.challenge) {
+				rest = append(rest, q)
+			}
 		}
+		writePending(c.sess, rest)
 	}
-	writePending(c.sess, rest)
 	if len(p.op) > 0 {
 		var ops []operation
 		for _, o := range readOperations(c.sess) {
@@ -414,8 +431,15 @@ func (c *attempt) grant(p pending, m method) {
 		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
 		return
 	}
-	if err := s.registry.Reset(c.ctx, failureKey(uid)); err != nil {
-		s.storeFailed(c.r, "registry", err)
+	// A passkey success resets the failure count. Another method's success
+	// only gives its own unit back: knowing the password must not buy more
+	// guesses of another method's code.
+	if m.name == MethodPasskey {
+		if err := s.registry.Reset(c.ctx, failureKey(uid)); err != nil {
+			s.storeFailed(c.r, "registry", err)
+		}
+	} else {
+		c.giveBack(failureKey(uid))
 	}
 	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
 	if c.credAttr.Key != "" {
