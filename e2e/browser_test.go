@@ -1,15 +1,16 @@
-// Package e2e drives the example app in a real browser, headless Chromium
-// with its virtual authenticator: real WebAuthn ceremonies, real stepup.js,
-// real cookies. It is a module of its own, so that the stepup module needs
-// no browser automation dependency.
+// Package e2e drives the example app in real browsers, headless Chromium
+// and Firefox ESR, each with its virtual authenticator: real WebAuthn
+// ceremonies, real stepup.js, real cookies. It is a module of its own, so
+// that the stepup module needs no browser automation dependency.
 //
 //	cd e2e && go test ./...
 //
-// Every test runs once per engine (TestBrowser/chromium/...);
-// driver_test.go says how each is driven. An engine whose browser is
-// missing (Chromium at /usr/bin/chromium or STEPUP_CHROMIUM) is skipped
-// with one line, unless STEPUP_REQUIRE_BROWSER=1, which makes that a
-// failure (CI). STEPUP_SCREENSHOT=path also writes a screenshot of the
+// Every test runs once per engine (TestBrowser/chromium/..., and
+// TestBrowser/firefox/...); driver_test.go says how each is driven. An
+// engine whose browser is missing (Chromium at /usr/bin/chromium or
+// STEPUP_CHROMIUM, Firefox at /usr/bin/firefox-esr or STEPUP_FIREFOX) is
+// skipped with one line, unless STEPUP_REQUIRE_BROWSER=1, which makes that
+// a failure (CI). STEPUP_SCREENSHOT=path also writes a screenshot of the
 // example there, taken in Chromium.
 package e2e
 

@@ -3,7 +3,7 @@ package e2e
 // The browser driver: what the tests need from a browser, and the engines
 // that provide it. Every test is written once against env (env_test.go),
 // which works a page through the small interface below, and runs once per
-// engine, as TestBrowser/ENGINE/NAME.
+// engine, as TestBrowser/chromium/NAME and TestBrowser/firefox/NAME.
 //
 // A page is one tab of a browser, isolated from the other tests (no
 // cookies or storage of theirs) and with its own virtual authenticator:
@@ -33,9 +33,22 @@ package e2e
 //   - chromium (chromium_test.go): chromedp over a pipe, a fresh browser
 //     context per page, the DevTools WebAuthn domain, addScript through
 //     Page.addScriptToEvaluateOnNewDocument.
+//   - firefox (firefox_test.go): Firefox ESR driven over Marionette
+//     (marionette_test.go, no geckodriver), a fresh profile per run; per
+//     page a new tab, all cookies cleared and a new virtual authenticator
+//     (removed at the end); addScript installs a temporary extension whose
+//     content script runs in the page's world at document_start on
+//     http://localhost/*, for the rest of the test.
 //
-// Each browser starts once per test binary and ends when TestBrowser ends,
-// even on failure.
+// Each browser starts once per test binary and is stopped when TestBrowser
+// ends, even on failure (Firefox: its whole process group is killed and
+// its profile removed).
+//
+// A new flow: write func testX(t *testing.T, e *env) with env's methods
+// and add a row to TestBrowser's table; it runs in every engine. A new
+// capability of the browser goes into page, with an implementation in
+// every engine; a test that cannot run in some engine names the one it
+// runs in, and why, in its row.
 //
 // Engines differ in what WebAuthn offers the page. Where they do, a test
 // asserts what this engine really does, from the engine's features below
@@ -109,6 +122,15 @@ var engines = []engine{
 		install:  "apt-get install chromium",
 		features: features{signalUnknownCredential: true, signalAllAcceptedCredentials: true},
 		start:    startChromium,
+	},
+	{
+		name:     "firefox",
+		title:    "Firefox",
+		envVar:   "STEPUP_FIREFOX",
+		binary:   "/usr/bin/firefox-esr",
+		install:  "apt-get install firefox-esr",
+		features: features{}, // Firefox 153 ESR has neither signal
+		start:    startFirefox,
 	},
 }
 
