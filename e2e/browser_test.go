@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 )
 
@@ -44,6 +45,10 @@ func TestBrowser(t *testing.T) {
 		{name: "the fallback without the JSON helpers confirms", run: testFallback},
 		{name: "deleting the account signs out and the passkey goes where the browser can", run: testDeleteAccount},
 		{name: "scoped and operation-bound gates of stepup itself", run: testScopedAndBoundGates, env: newBareEnv},
+		{
+			name: "an assertion without user verification is refused", run: testAssertionWithoutUV,
+			only: "chromium", why: "the DevTools protocol can make the virtual authenticator drop the UV flag (WebAuthn.setResponseOverrideBits); Marionette cannot",
+		},
 	}
 	for _, eng := range engines {
 		t.Run(eng.name, func(t *testing.T) {
@@ -194,6 +199,40 @@ func testCancel(t *testing.T, e *env) {
 	e.submitPayment("Grace", "5")
 	e.confirm()
 	e.waitFor(statusIs("payment-status", "ok"))
+}
+
+// testAssertionWithoutUV: the authenticator answers without the UV flag,
+// as one that skipped user verification would, and the page posts the
+// assertion: the server refuses it. (Where the authenticator itself fails
+// user verification, the browser answers NotAllowedError: testCancel.)
+func testAssertionWithoutUV(t *testing.T, e *env) {
+	e.signUp("Ada")
+	p := e.page.(*chromiumPage)
+	overrideUV := func(bad bool) {
+		t.Helper()
+		if _, err := chromedp.Call(p.ctx, webauthn.SetResponseOverrideBits, webauthn.SetResponseOverrideBitsParams{AuthenticatorID: p.auth, IsBadUV: &bad}); err != nil {
+			t.Fatalf("WebAuthn.setResponseOverrideBits: %v", err)
+		}
+	}
+	overrideUV(true)
+	e.submitPayment("Grace", "5")
+	e.confirm()
+	e.waitFor(statusIs("payment-status", "error"))
+	if got := eval[string](e, `document.getElementById("payment-status").dataset.reason`); got != "verification_failed" {
+		t.Errorf("reason %q, want verification_failed", got)
+	}
+	if got := e.text("#balance"); got != "€1,000.00" {
+		t.Fatalf("balance %s after an assertion without UV, want €1,000.00", got)
+	}
+
+	// An honest authenticator again: the same payment goes through.
+	overrideUV(false)
+	e.submitPayment("Grace", "5")
+	e.confirm()
+	e.waitFor(statusIs("payment-status", "ok"))
+	if n := len(e.gets()); n != 2 {
+		t.Fatalf("got %d ceremonies, want 2", n)
+	}
 }
 
 // expectNoError checks that nothing on the page shows an error.
