@@ -23,7 +23,7 @@ import (
 // hangs.
 const (
 	browserStartTimeout = 30 * time.Second
-	testTimeout         = 30 * time.Second // one test, in one engine
+	testTimeout         = 60 * time.Second // one test, in one engine (generous: the machine may be busy)
 	waitTimeout         = 10 * time.Second // a condition; a page load
 	evalTimeout         = 10 * time.Second // one evaluation, awaiting its promise
 	commandTimeout      = 10 * time.Second // any other command to the browser

@@ -153,6 +153,8 @@ func startFirefox(t *testing.T, path string) browser {
 func (b *firefox) call(name string, params, out any) error {
 	timeout := commandTimeout
 	switch name {
+	case "WebDriver:NewSession": // waits for Firefox's first window
+		timeout = browserStartTimeout
 	case "WebDriver:ExecuteScript":
 		timeout = evalTimeout + time.Second
 	case "WebDriver:Navigate", "WebDriver:ElementClick":
