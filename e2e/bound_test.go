@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/webauthn"
-	"github.com/chromedp/chromedp"
 	gowebauthn "github.com/go-webauthn/webauthn/webauthn"
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
@@ -68,9 +65,9 @@ func (u *bareUser) UpdateCredential(_ context.Context, _ []byte, c gowebauthn.Cr
 // newBareEnv serves stepup with three gates: POST /pay (scope "payments",
 // bound to the payment in the body), POST /password (scope "password") and
 // POST /plain (no scope).
-func newBareEnv(t *testing.T, browser context.Context) *env {
+func newBareEnv(t *testing.T, eng engine, b browser) *env {
 	t.Helper()
-	e := &env{t: t, clock: newClock()}
+	e := &env{t: t, engine: eng, clock: newClock()}
 	ln := e.listen()
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -125,36 +122,23 @@ func newBareEnv(t *testing.T, browser context.Context) *env {
 	mux.Handle("POST /password", su.RequireRecentReauth(5*time.Minute, stepup.Scope("password"))(http.HandlerFunc(done)))
 	mux.Handle("POST /plain", su.RequireRecentReauth(5*time.Minute)(http.HandlerFunc(done)))
 	e.serve(ln, http.NewCrossOriginProtection().Handler(mux))
-	e.openTab(browser, logs)
+	e.open(b, logs)
 
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// cdproto's Credential always sends generateCmtgKeyOnNextOperation,
-	// which this authenticator refuses ("CMTG is not supported"); send the
-	// command with only the fields it needs.
-	err = chromedp.Do(e.ctx, chromedp.Func(func(ctx context.Context, tab *chromedp.Target) error {
-		return tab.Call(ctx, webauthn.CommandAddCredential, map[string]any{
-			"authenticatorId": e.auth,
-			"credential": map[string]any{
-				"credentialId":         b64std(user.cred.ID),
-				"isResidentCredential": false,
-				"rpId":                 "localhost",
-				"privateKey":           b64std(pkcs8),
-				"userHandle":           b64std(user.handle),
-				"signCount":            0,
-			},
-		}, nil)
-	}))
+	err = e.page.addCredential(credential{
+		ID:         user.cred.ID,
+		RPID:       "localhost",
+		UserHandle: user.handle,
+		PrivateKey: pkcs8,
+	})
 	if err != nil {
-		t.Fatalf("WebAuthn.addCredential: %v", err)
+		t.Fatalf("put the passkey on the authenticator: %v", err)
 	}
 	return e
 }
-
-// b64std is the encoding of binary fields in the DevTools protocol.
-func b64std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 // coseES256 encodes a P-256 public key as a COSE_Key:
 // {1: 2 (EC2), 3: -7 (ES256), -1: 1 (P-256), -2: x, -3: y}.
@@ -219,7 +203,7 @@ func testScopedAndBoundGates(t *testing.T, e *env) {
 	}
 
 	// The default dialog shows what is being confirmed.
-	eval[chromedp.Void](e, `void (window.__pending = import("/stepup.js").then(({ fetchWithStepUp }) =>
+	e.run(`void (window.__pending = import("/stepup.js").then(({ fetchWithStepUp }) =>
 		fetchWithStepUp("/pay", { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"to":"Bob","cents":300}' })
 			.then(async (res) => ({ status: res.status, text: await res.text() }))))`)
 	e.waitFor(dialogOpen)

@@ -2,24 +2,19 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/chromedp/cdproto/page"
-	"github.com/chromedp/cdproto/webauthn"
-	"github.com/chromedp/chromedp"
 
 	"github.com/passkey-stepup/stepup/example/app"
 )
@@ -28,57 +23,12 @@ import (
 // hangs.
 const (
 	browserStartTimeout = 30 * time.Second
-	testTimeout         = 30 * time.Second
-	waitTimeout         = 10 * time.Second
-	eventTimeout        = 5 * time.Second
+	testTimeout         = 60 * time.Second // one test, in one engine (generous: the machine may be busy)
+	waitTimeout         = 10 * time.Second // a condition; a page load
+	evalTimeout         = 10 * time.Second // one evaluation, awaiting its promise
+	commandTimeout      = 10 * time.Second // any other command to the browser
+	pollInterval        = 20 * time.Millisecond
 )
-
-// defaultChromium is Debian's Chromium; STEPUP_CHROMIUM names another.
-const defaultChromium = "/usr/bin/chromium"
-
-// chromium returns the browser to run and whether it exists.
-func chromium() (string, bool) {
-	path := os.Getenv("STEPUP_CHROMIUM")
-	if path == "" {
-		path = defaultChromium
-	}
-	fi, err := os.Stat(path)
-	return path, err == nil && !fi.IsDir()
-}
-
-// startBrowser starts one headless Chromium with a fresh profile for the
-// whole test binary's TestBrowser; each test opens its own browser context.
-func startBrowser(t *testing.T, path string) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(path),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.WindowSize(1024, 900),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	browser, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc()
-	})
-	// The first Do binds the browser's life to its context, so it gets no
-	// deadline; a watchdog bounds the start instead.
-	watchdog := time.AfterFunc(browserStartTimeout, cancelBrowser)
-	start := time.Now()
-	err := chromedp.Do(browser)
-	watchdog.Stop()
-	if err != nil {
-		t.Fatalf("start %s: %v", path, err)
-	}
-	t.Logf("Chromium started in %v", time.Since(start).Round(time.Millisecond))
-	return browser
-}
 
 // clock is the example app's clock in these tests: the tests move it, so a
 // grant ages without anyone waiting.
@@ -93,16 +43,21 @@ func newClock() *clock {
 func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// env is one test: the example app on a random port of 127.0.0.1, browsed
-// as http://localhost:PORT (localhost is a secure context and a valid RP
-// ID), and a fresh browser context with a virtual authenticator.
+// env is one test in one engine: the example app on a random port of
+// 127.0.0.1, browsed as http://localhost:PORT (localhost is a secure
+// context and a valid RP ID), and an isolated page with a virtual
+// authenticator (driver_test.go). Its methods fail the test on any error.
 type env struct {
-	t     *testing.T
-	ctx   context.Context
-	base  string
-	clock *clock
-	users *app.Users
-	auth  webauthn.AuthenticatorID
+	t        *testing.T
+	engine   engine
+	page     page
+	base     string
+	clock    *clock
+	users    *app.Users
+	passkeys map[string]string // account name → base64url ID of the passkey made at sign-up
+
+	mu    sync.Mutex
+	hooks map[string]func() // see before
 }
 
 // spy runs before any page script. It records the calls of
@@ -136,10 +91,10 @@ const spy = `(() => {
   };
 })();`
 
-// newEnv starts the example app and opens a tab on it.
-func newEnv(t *testing.T, browser context.Context) *env {
+// newEnv starts the example app and opens a page on it.
+func newEnv(t *testing.T, eng engine, b browser) *env {
 	t.Helper()
-	e := &env{t: t, clock: newClock(), users: app.NewUsers()}
+	e := &env{t: t, engine: eng, clock: newClock(), users: app.NewUsers(), passkeys: map[string]string{}}
 	ln := e.listen()
 	logs := &syncBuffer{}
 	handler, err := app.New(app.Options{
@@ -152,7 +107,7 @@ func newEnv(t *testing.T, browser context.Context) *env {
 		t.Fatal(err)
 	}
 	e.serve(ln, handler)
-	e.openTab(browser, logs)
+	e.open(b, logs)
 	return e
 }
 
@@ -168,114 +123,87 @@ func (e *env) listen() net.Listener {
 	return ln
 }
 
+// serve serves h on ln until the test ends, running the hooks of before.
 func (e *env) serve(ln net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	hooked := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.mu.Lock()
+		fn := e.hooks[r.Method+" "+r.URL.Path]
+		delete(e.hooks, r.Method+" "+r.URL.Path)
+		e.mu.Unlock()
+		if fn != nil {
+			fn()
+		}
+		h.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: hooked, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	e.t.Cleanup(func() { srv.Close() })
 }
 
-// openTab opens a tab in a new browser context, with a virtual
-// authenticator and the spy. On failure it logs the page's console and
-// the server's log.
-func (e *env) openTab(browser context.Context, logs *syncBuffer) {
+// before runs fn once, when the next request "METHOD /path" arrives,
+// before the app answers it: the page has sent it and waits.
+func (e *env) before(request string, fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.hooks == nil {
+		e.hooks = map[string]func(){}
+	}
+	e.hooks[request] = fn
+}
+
+// open opens the test's page, with the spy. When the test fails it logs
+// the page's console and the server's log.
+func (e *env) open(b browser, logs *syncBuffer) {
 	t := e.t
 	t.Helper()
-	tab, cancelTab := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancelTab)
-	if err := chromedp.Do(tab); err != nil {
-		t.Fatalf("open a tab: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(tab, testTimeout)
-	t.Cleanup(cancel)
-	e.ctx = ctx
-
-	// What the page logs, and the server's log, help when a test fails.
-	var mu sync.Mutex
-	var console []string
-	go func() {
-		for m, err := range chromedp.Console(ctx) {
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			console = append(console, m.String())
-			mu.Unlock()
-		}
-	}()
+	e.page = b.open(t)
 	t.Cleanup(func() {
 		if t.Failed() {
-			mu.Lock()
-			defer mu.Unlock()
-			t.Logf("page console:\n%s", strings.Join(console, "\n"))
+			t.Logf("page console:\n%s", e.page.logs())
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-
-	if _, err := chromedp.Call(ctx, webauthn.Enable, webauthn.EnableParams{}); err != nil {
-		t.Fatalf("WebAuthn.enable: %v", err)
-	}
-	res, err := chromedp.Call(ctx, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
-		Options: &webauthn.VirtualAuthenticatorOptions{
-			Protocol:            webauthn.AuthenticatorProtocolCtap2,
-			Ctap2version:        webauthn.Ctap2versionCtap21,
-			Transport:           webauthn.AuthenticatorTransportInternal,
-			HasResidentKey:      true,
-			HasUserVerification: true,
-			IsUserVerified:      true,
-			// Without it every ceremony waits for a touch that never comes.
-			AutomaticPresenceSimulation: true,
-		},
-	})
-	if err != nil {
-		t.Fatalf("WebAuthn.addVirtualAuthenticator: %v", err)
-	}
-	e.auth = res.AuthenticatorID
 	e.addScript(spy)
 }
 
-// addScript runs source in every document this tab loads from now on,
+// addScript runs source in every document this page loads from now on,
 // before the page's own scripts.
 func (e *env) addScript(source string) {
 	e.t.Helper()
-	if _, err := chromedp.Call(e.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: source}); err != nil {
+	if err := e.page.addScript(source); err != nil {
 		e.t.Fatalf("add script: %v", err)
 	}
 }
 
-func (e *env) do(actions ...chromedp.Action[chromedp.Void]) {
+func (e *env) navigate(path string) {
 	e.t.Helper()
-	if err := chromedp.Do(e.ctx, actions...); err != nil {
-		e.t.Fatal(err)
+	if err := e.page.navigate(e.base + path); err != nil {
+		e.t.Fatalf("navigate to %s: %v", path, err)
 	}
 }
 
-func (e *env) navigate(path string) { e.t.Helper(); e.do(chromedp.Navigate(e.base + path)) }
-
 // The page is read and filled with JavaScript, in whatever document is
-// current, rather than through DOM node IDs that a navigation can make
-// stale.
+// current, rather than through element references that a navigation can
+// make stale.
 
-// click clicks the middle of the first visible element matching sel with
-// the mouse, as a person does (the click counts as a user gesture).
+// click waits until the first element matching sel is visible and enabled,
+// then clicks it as a person does (the click counts as a user gesture).
 func (e *env) click(sel string) {
 	e.t.Helper()
-	find := fmt.Sprintf(`(() => {
+	e.waitFor(fmt.Sprintf(`(() => {
 		const el = document.querySelector(%q);
-		if (!el || el.disabled || el.offsetParent === null && getComputedStyle(el).position !== "fixed") return null;
-		el.scrollIntoView({ block: "center" });
-		const r = el.getBoundingClientRect();
-		return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
-	})()`, sel)
-	e.waitFor(find)
-	at := eval[struct{ X, Y float64 }](e, find)
-	e.do(chromedp.MouseClickXY(at.X, at.Y))
+		return el !== null && !el.disabled && (el.offsetParent !== null || getComputedStyle(el).position === "fixed");
+	})()`, sel))
+	if err := e.page.click(sel); err != nil {
+		e.t.Fatalf("click %s: %v (page: %s)", sel, err, e.location())
+	}
 }
 
 // fill sets the value of the form field sel.
 func (e *env) fill(sel, v string) {
 	e.t.Helper()
 	e.waitFor(fmt.Sprintf(`document.querySelector(%q) !== null`, sel))
-	eval[chromedp.Void](e, fmt.Sprintf(`void (document.querySelector(%q).value = %q)`, sel, v))
+	e.run(fmt.Sprintf(`document.querySelector(%q).value = %q`, sel, v))
 }
 
 // text returns the trimmed text content of the first element matching sel.
@@ -286,72 +214,129 @@ func (e *env) text(sel string) string {
 }
 
 // eval evaluates a JavaScript expression (awaiting a promise) and decodes
-// its JSON value into T.
+// its JSON value into T. A null or undefined value is an error unless T can
+// be nil.
 func eval[T any](e *env, expr string) T {
 	e.t.Helper()
-	v, err := chromedp.Run(e.ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+	var v T
+	raw, err := e.page.eval(expr)
 	if err != nil {
+		e.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	if string(raw) == "null" {
+		switch reflect.TypeFor[T]().Kind() {
+		case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Interface:
+		default:
+			e.t.Fatalf("evaluate %s: null or undefined, want a %T", expr, v)
+		}
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
 		e.t.Fatalf("evaluate %s: %v", expr, err)
 	}
 	return v
 }
 
-// waitFor polls the page until expr is truthy. A navigation ends a poll, so
-// it polls again in the new page, until waitTimeout.
+// run evaluates JavaScript for its effect and ignores its value.
+func (e *env) run(expr string) {
+	e.t.Helper()
+	if _, err := e.page.eval(expr); err != nil {
+		e.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+}
+
+// waitFor polls the page until expr is truthy, for up to waitTimeout. An
+// evaluation that fails (a navigation under way, say) counts as not yet.
 func (e *env) waitFor(expr string) {
 	e.t.Helper()
 	deadline := time.Now().Add(waitTimeout)
 	for {
-		left := time.Until(deadline)
-		_, err := chromedp.Run(e.ctx, chromedp.Poll[chromedp.Void](expr,
-			chromedp.WithPollingInterval(20*time.Millisecond),
-			chromedp.WithPollingTimeout(left)))
-		if err == nil {
+		raw, err := e.page.eval("!!(" + expr + "\n)")
+		if err == nil && string(raw) == "true" {
 			return
 		}
-		if errors.Is(err, chromedp.ErrPollingTimeout) || e.ctx.Err() != nil || time.Now().After(deadline) {
-			e.t.Fatalf("waiting for %s: %v (page: %s)", expr, err, e.location())
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waited %v for %s (last error: %v; page: %s)", waitTimeout, expr, err, e.location())
 		}
-		// The document changed under the poll (a navigation): pause
-		// briefly, then poll the new one. Nothing here waits for the
-		// app's clock, which the tests move by hand.
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pollInterval)
+	}
+}
+
+// eventually polls cond, outside the page, until it is true, for up to
+// waitTimeout.
+func (e *env) eventually(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("waited %v for %s", waitTimeout, what)
+		}
+		time.Sleep(pollInterval)
 	}
 }
 
 func (e *env) location() string {
-	loc, _ := chromedp.Run(e.ctx, chromedp.Evaluate[string](`location.href`))
+	raw, err := e.page.eval(`location.href`)
+	if err != nil {
+		return fmt.Sprintf("(unknown: %v)", err)
+	}
+	var loc string
+	json.Unmarshal(raw, &loc)
 	return loc
 }
 
 // credentials returns the passkeys the virtual authenticator holds.
-func (e *env) credentials() []*webauthn.Credential {
+func (e *env) credentials() []credential {
 	e.t.Helper()
-	res, err := chromedp.Call(e.ctx, webauthn.GetCredentials, webauthn.GetCredentialsParams{AuthenticatorID: e.auth})
+	creds, err := e.page.credentials()
 	if err != nil {
-		e.t.Fatalf("WebAuthn.getCredentials: %v", err)
+		e.t.Fatalf("list the authenticator's credentials: %v", err)
 	}
-	return res.Credentials
+	return creds
 }
 
-// credentialOf returns the base64url ID of name's passkey on the
-// authenticator.
+// credentialOf returns the base64url ID of the passkey made when name
+// signed up, and fails the test unless the authenticator holds it.
 func (e *env) credentialOf(name string) string {
 	e.t.Helper()
-	for _, c := range e.credentials() {
-		if c.UserName == name {
-			return b64(c.CredentialID)
-		}
+	id, ok := e.passkeys[name]
+	if !ok {
+		e.t.Fatalf("%s did not sign up in this test", name)
 	}
-	e.t.Fatalf("the authenticator holds no passkey of %s", name)
-	return ""
+	if !slices.ContainsFunc(e.credentials(), func(c credential) bool { return b64(c.ID) == id }) {
+		e.t.Fatalf("the authenticator holds no passkey of %s", name)
+	}
+	return id
+}
+
+// signCounts returns the signature counter of each passkey on the
+// authenticator, by base64url ID.
+func (e *env) signCounts() map[string]int64 {
+	e.t.Helper()
+	counts := map[string]int64{}
+	for _, c := range e.credentials() {
+		counts[b64(c.ID)] = c.SignCount
+	}
+	return counts
 }
 
 func (e *env) setUserVerified(ok bool) {
 	e.t.Helper()
-	if _, err := chromedp.Call(e.ctx, webauthn.SetUserVerified, webauthn.SetUserVerifiedParams{AuthenticatorID: e.auth, IsUserVerified: ok}); err != nil {
-		e.t.Fatalf("WebAuthn.setUserVerified: %v", err)
+	if err := e.page.setUserVerified(ok); err != nil {
+		e.t.Fatalf("set user verified %v: %v", ok, err)
 	}
+}
+
+// has reports whether the page's PublicKeyCredential has the static
+// method name, and fails the test unless that is what this engine is
+// expected to have.
+func (e *env) has(name string, want bool) bool {
+	e.t.Helper()
+	got := eval[bool](e, fmt.Sprintf(`typeof PublicKeyCredential[%q] === "function"`, name))
+	if got != want {
+		e.t.Fatalf("%s has PublicKeyCredential.%s: %v; the tests expect %v: update its features in driver_test.go and check what depends on them",
+			e.engine.name, name, got, want)
+	}
+	return got
 }
 
 // gets returns the navigator.credentials.get calls the page made.
@@ -374,6 +359,7 @@ type signalCall struct {
 // the account page.
 func (e *env) signUp(name string) {
 	e.t.Helper()
+	had := e.credentials()
 	e.navigate("/")
 	e.fill("#signup-name", name)
 	e.click("#signup-submit")
@@ -381,6 +367,13 @@ func (e *env) signUp(name string) {
 	if got := e.text("#account-name"); got != name {
 		e.t.Fatalf("signed in as %q, want %q", got, name)
 	}
+	for _, c := range e.credentials() {
+		if !slices.ContainsFunc(had, func(h credential) bool { return bytes.Equal(h.ID, c.ID) }) {
+			e.passkeys[name] = b64(c.ID)
+			return
+		}
+	}
+	e.t.Fatalf("signing up %s put no new passkey on the authenticator", name)
 }
 
 func (e *env) signOut() {
@@ -445,6 +438,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+// Len is the number of bytes written so far.
+func (s *syncBuffer) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Len()
 }
 
 func (s *syncBuffer) String() string {
