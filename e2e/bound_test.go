@@ -62,9 +62,10 @@ func (u *bareUser) UpdateCredential(_ context.Context, _ []byte, c gowebauthn.Cr
 	return nil
 }
 
-// newBareEnv serves stepup with three gates: POST /pay (scope "payments",
-// bound to the payment in the body), POST /password (scope "password") and
-// POST /plain (no scope).
+// newBareEnv serves stepup with these gates: POST /pay (scope "payments",
+// bound to the payment in the body), POST /password (scope "password"),
+// POST /plain (no scope), POST /either (passkey or password; Ada's password
+// is "pw-ada") and POST /totp-only (a method nobody has).
 func newBareEnv(t *testing.T, eng engine, b browser) *env {
 	t.Helper()
 	e := &env{t: t, engine: eng, clock: newClock()}
@@ -121,6 +122,20 @@ func newBareEnv(t *testing.T, eng engine, b browser) *env {
 	mux.Handle("POST /pay", su.RequireRecentReauth(time.Minute, stepup.Scope("payments"), bindPayment)(http.HandlerFunc(done)))
 	mux.Handle("POST /password", su.RequireRecentReauth(5*time.Minute, stepup.Scope("password"))(http.HandlerFunc(done)))
 	mux.Handle("POST /plain", su.RequireRecentReauth(5*time.Minute)(http.HandlerFunc(done)))
+	// Ada also has a password, "pw-ada": a gate that takes either, and one
+	// that takes only a method she has not set up.
+	mux.Handle("POST /api/reauth/password", su.MethodHandler(stepup.Method{
+		Name: "password", AMR: []string{"pwd"},
+		Available: func(context.Context, gowebauthn.User) (bool, error) { return true, nil },
+		Check: func(_ context.Context, _ gowebauthn.User, secret string) error {
+			if secret != "pw-ada" {
+				return stepup.ErrWrongSecret
+			}
+			return nil
+		},
+	}))
+	mux.Handle("POST /either", su.RequireRecentReauth(5*time.Minute, stepup.Methods(stepup.MethodPasskey, "password"))(http.HandlerFunc(done)))
+	mux.Handle("POST /totp-only", su.RequireRecentReauth(5*time.Minute, stepup.Methods("totp"))(http.HandlerFunc(done)))
 	e.serve(ln, http.NewCrossOriginProtection().Handler(mux))
 	e.open(b, logs)
 

@@ -45,6 +45,9 @@ func TestBrowser(t *testing.T) {
 		{name: "the fallback without the JSON helpers confirms", run: testFallback},
 		{name: "deleting the account signs out and the passkey goes where the browser can", run: testDeleteAccount},
 		{name: "scoped and operation-bound gates of stepup itself", run: testScopedAndBoundGates, env: newBareEnv},
+		{name: "a user without a passkey confirms with the password and adds a first passkey behind it", run: testPasswordOnlyUser},
+		{name: "a passkey user is offered the password instead", run: testPasskeyUserOfferedPassword},
+		{name: "the dialog in another language shows no English", run: testTranslatedDialog, env: newBareEnv},
 		{
 			name: "an assertion without user verification is refused", run: testAssertionWithoutUV,
 			only: "chromium", why: "the DevTools protocol can make the virtual authenticator drop the UV flag (WebAuthn.setResponseOverrideBits); Marionette cannot",
@@ -109,8 +112,13 @@ func testStepUpAndAgeing(t *testing.T, e *env) {
 	if label != "Confirm it's you" {
 		t.Errorf("the dialog is labelled %q", label)
 	}
-	if got := e.text("dialog.stepup-confirm[open] p"); !strings.Contains(got, "send this payment") || !strings.Contains(got, "1 minute") {
+	// A payment is bound (stepup.Bind): the dialog shows what is confirmed,
+	// for this request only.
+	if got := e.text("dialog.stepup-confirm[open] p"); !strings.Contains(got, "send this payment") || !strings.Contains(got, "this request only") {
 		t.Errorf("dialog text %q does not say what and for how long", got)
+	}
+	if got := e.text("dialog.stepup-confirm[open] .stepup-confirm-operation"); got != "Send 12.50 EUR to Grace" {
+		t.Errorf("dialog operation %q", got)
 	}
 	if got := e.text("#balance"); got != "€1,000.00" {
 		t.Fatalf("balance %s before the confirmation, want €1,000.00", got)
@@ -133,31 +141,38 @@ func testStepUpAndAgeing(t *testing.T, e *env) {
 		t.Fatalf("the step-up asked the browser %s, want only Ada's passkey, modal, user verification required", toJSON(gets))
 	}
 
-	// Fresh: a second payment goes through without a prompt.
+	// The confirmation was for that payment: the next one asks again.
 	e.submitPayment("Grace", "1")
+	e.confirm()
 	e.waitFor(`document.getElementById("payment-status").textContent === "Sent €1.00 to Grace."`)
-	if n := len(e.gets()); n != 1 {
-		t.Fatalf("a fresh grant prompted again (%d ceremonies)", n)
+	if n := len(e.gets()); n != 2 {
+		t.Fatalf("got %d ceremonies, want a second one for the second payment", n)
 	}
 
-	// 61 seconds later the payment grant (1 minute) has aged out, the
-	// password one (5 minutes) has not.
-	e.clock.Advance(61 * time.Second)
+	// A time window: the data page (5 minutes) asks once, not again 4
+	// minutes later, and again after 5 minutes.
+	e.click("#data-link")
+	e.waitFor(`document.body && document.body.dataset.page === "reauth"`)
+	e.click("#reauth-button")
+	e.waitFor(`document.body && document.body.dataset.page === "data"`)
+	e.clock.Advance(4 * time.Minute)
+	e.navigate("/account/data")
+	e.waitFor(`document.body && document.body.dataset.page === "data"`)
+	if n := len(e.gets()); n != 3 {
+		t.Fatalf("a 4-minute-old grant prompted again for the data page (%d ceremonies)", n)
+	}
+	// ...and the password change (5 minutes too) goes without a prompt.
+	e.navigate("/")
 	e.fill("#password-new", "correct horse battery")
 	e.click("#password-submit")
 	e.waitFor(statusIs("password-status", "ok"))
-	if n := len(e.gets()); n != 1 {
-		t.Fatalf("a 61-second-old grant prompted for the password (5 minutes)")
-	}
-	e.submitPayment("Grace", "2")
-	e.confirm()
-	e.waitFor(`document.getElementById("payment-status").textContent === "Sent €2.00 to Grace."`)
-	if n := len(e.gets()); n != 2 {
-		t.Fatalf("got %d ceremonies, want a second one for the aged-out payment grant", n)
+	if n := len(e.gets()); n != 3 {
+		t.Fatalf("a 4-minute-old grant prompted for the password (%d ceremonies)", n)
 	}
 
-	// And 5 minutes later the password asks again too.
-	e.clock.Advance(5*time.Minute + time.Second)
+	// The change ended every grant of Ada's (RevokeUser, which covers the
+	// next 5 seconds too): the next change asks again.
+	e.clock.Advance(6 * time.Second)
 	e.fill("#password-new", "another good password")
 	e.click("#password-submit")
 	e.confirm()
@@ -165,8 +180,8 @@ func testStepUpAndAgeing(t *testing.T, e *env) {
 	if got := e.text("#password-status"); got != "Your password was changed." {
 		t.Errorf("password status %q", got)
 	}
-	if n := len(e.gets()); n != 3 {
-		t.Fatalf("got %d ceremonies, want 3", n)
+	if n := len(e.gets()); n != 4 {
+		t.Fatalf("got %d ceremonies, want 4", n)
 	}
 }
 
@@ -463,6 +478,7 @@ func screenshot(t *testing.T, e *env, out string) {
 	e.confirm()
 	e.waitFor(statusIs("payment-status", "ok"))
 	e.submitPayment("Charles Babbage", "42.00")
+	e.confirm() // each payment is confirmed on its own (stepup.Bind)
 	e.waitFor(statusIs("payment-status", "ok"))
 	e.clock.Advance(2 * time.Minute)
 	e.navigate("/")
