@@ -298,9 +298,14 @@ func (m *MemoryRegistry) lock() int64 {
 	return now
 }
 
-// atLeastASecond is the TTL used for a non-positive one: such a caller has
+// atLeastASecond gives a second for a non-positive TTL: such a caller has
 // a bug, and a key that would expire at once would be no record at all.
-func atLeastASecond(d time.Duration) time.Duration { return max(d, time.Second) }
+func atLeastASecond(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Second
+	}
+	return d
+}
 
 // Consume implements [Registry].
 func (m *MemoryRegistry) Consume(_ context.Context, key string, ttl time.Duration) (bool, error) {

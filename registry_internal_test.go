@@ -15,11 +15,11 @@ import (
 // probe chains against a Go map.
 func TestHashSetAgainstAMap(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for round := 0; round < 50; round++ {
+	for round := 0; round < 8; round++ {
 		s := newHashSet()
 		ref := map[uint64]bool{}
 		space := uint64(50 + r.IntN(5000))
-		for op := 0; op < 200000; op++ {
+		for op := 0; op < 40000; op++ {
 			// few distinct high bits to force long probe chains and wraparound
 			k := (r.Uint64N(space) << 16) | uint64(r.IntN(3))
 			if r.IntN(10) == 0 {
