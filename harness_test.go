@@ -57,6 +57,7 @@ type users struct {
 	lookupHook                          atomic.Pointer[func()] // runs in CredentialByID when set
 	passwords                           sync.Map               // user name -> password, for the "password" method
 	failCheck, failAvailable            atomic.Bool
+	staleUpdate                         atomic.Bool // UpdateCredential refuses as a store with a conditional update does
 }
 
 // passwordMethod is the application's password re-entry as a stepup.Method.
@@ -107,6 +108,9 @@ func (s *users) CredentialByID(ctx context.Context, id []byte) (webauthn.Credent
 func (s *users) UpdateCredential(ctx context.Context, owner []byte, cred webauthn.Credential) error {
 	if s.failUpdate.Load() {
 		return errDown
+	}
+	if s.staleUpdate.Load() {
+		return fmt.Errorf("conditional update matched no row: %w", stepup.ErrStaleSignCount)
 	}
 	return s.Users.UpdateCredential(ctx, owner, cred)
 }

@@ -231,3 +231,23 @@ func TestRevocationsAreNotRefusedAsHeavy(t *testing.T) {
 		t.Fatalf("revoking the heavy user: %v", err)
 	}
 }
+
+// TestStaleSignCountFromTheStoreIsARefusal: a store whose conditional update
+// finds the sign count already advanced (another assertion won the race) is
+// answered 400 verification_failed with clone_detected, not 500, and grants
+// nothing.
+func TestStaleSignCountFromTheStoreIsARefusal(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client("alice")
+	h.users.staleUpdate.Store(true)
+	expectError(t, h.verify(c, h.assert(h.options(c))), 400, "verification_failed")
+	h.users.staleUpdate.Store(false)
+	h.expectNoGrant(c)
+	if n := len(h.log.events(stepup.EventCloneDetected)); n != 1 {
+		t.Errorf("%d clone_detected events", n)
+	}
+	if n := len(h.log.events(stepup.EventStoreFailed)); n != 0 {
+		t.Errorf("%d store_failed events: a lost race is not a fault", n)
+	}
+}

@@ -27,6 +27,14 @@ var ErrNoActiveSession = errors.New("stepup: no active session")
 // passkey; any other error is a 500.
 var ErrUnknownCredential = errors.New("stepup: unknown credential")
 
+// ErrStaleSignCount is what a [UserStore]'s UpdateCredential may wrap when
+// it refuses the update because the stored sign count is already at or past
+// the new one (a conditional update, as the sqlstore module does): another
+// assertion of the credential was recorded meanwhile. The verify handler
+// then answers 400 verification_failed and logs clone_detected, instead of
+// a 500.
+var ErrStaleSignCount = errors.New("stepup: sign count did not advance")
+
 // ErrInvalidConfig is wrapped by the error [New] returns for a missing or
 // invalid [Config] field.
 var ErrInvalidConfig = errors.New("stepup: invalid config")
@@ -43,7 +51,8 @@ type UserStore interface {
 	// wrapping ErrUnknownCredential.
 	CredentialByID(ctx context.Context, id []byte) (cred webauthn.Credential, ownerHandle []byte, err error)
 	// UpdateCredential persists a credential after a successful assertion
-	// (sign count, flags).
+	// (sign count, flags). It may refuse a sign count that does not advance
+	// with an error wrapping ErrStaleSignCount.
 	UpdateCredential(ctx context.Context, ownerHandle []byte, cred webauthn.Credential) error
 }
 

@@ -335,7 +335,12 @@ func (c *attempt) consumeCounter(a *protocol.ParsedCredentialAssertionData, owne
 
 // persistCredential stores the new sign count and flags.
 func (c *attempt) persistCredential(owner []byte, updated *webauthn.Credential) *refusal {
-	if err := c.s.users.UpdateCredential(c.ctx, owner, *updated); err != nil {
+	err := c.s.users.UpdateCredential(c.ctx, owner, *updated)
+	if errors.Is(err, ErrStaleSignCount) {
+		c.cloneDetected(owner, updated.Authenticator.SignCount, updated.Authenticator.SignCount)
+		return refuse(errVerifyFailed, slog.LevelWarn, "the stored sign count advanced meanwhile (possible cloned authenticator)")
+	}
+	if err != nil {
 		c.s.storeFailed(c.r, "users", err, c.credAttr)
 		return refuse(errInternal, slog.LevelError, "UpdateCredential failed")
 	}

@@ -277,7 +277,7 @@ func TestUpdateCredential(t *testing.T) {
 			{name: "from zero passes", stored: 0, next: 1, owner: alice},
 			{name: "zero to zero (synced passkey) passes", stored: 0, next: 0, owner: alice},
 			{name: "up to 2^32-1 passes", stored: 1<<32 - 2, next: 1<<32 - 1, owner: alice},
-			{name: "backwards refused", stored: 9, next: 5, owner: alice, want: sqlstore.ErrStaleSignCount},
+			{name: "backwards refused", stored: 9, next: 5, owner: alice, want: stepup.ErrStaleSignCount}, // what verify tests for
 			{name: "equal non-zero refused", stored: 5, next: 5, owner: alice, want: sqlstore.ErrStaleSignCount},
 			{name: "back to zero refused", stored: 5, next: 0, owner: alice, want: sqlstore.ErrStaleSignCount},
 			{name: "another owner refused", stored: 4, next: 5, owner: bob, want: stepup.ErrUnknownCredential},

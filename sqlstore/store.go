@@ -18,7 +18,7 @@ import (
 // zero): a concurrent update got there first with the same or a higher
 // count, or an older copy of the credential is being written back. Nothing
 // was written.
-var ErrStaleSignCount = errors.New("sqlstore: sign count did not advance")
+var ErrStaleSignCount = fmt.Errorf("sqlstore: %w", stepup.ErrStaleSignCount)
 
 // ErrDuplicateCredential is wrapped by the error of [Store.AddCredential]
 // when a credential with the same ID is already stored, for any user.
