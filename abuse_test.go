@@ -471,7 +471,7 @@ func TestEvidenceProvesWhatItClaims(t *testing.T) {
 }
 
 func withUser(ev stepup.Evidence, user []byte) stepup.Evidence { ev.User = user; return ev }
-func withScope(ev stepup.Evidence, s string) stepup.Evidence  { ev.Scope = s; return ev }
+func withScope(ev stepup.Evidence, s string) stepup.Evidence   { ev.Scope = s; return ev }
 
 func unb64(t *testing.T, s string) []byte {
 	t.Helper()
