@@ -495,3 +495,87 @@ func (e *benchEnv) checkFullSession(b *testing.B, cookie string) fullSession {
 	serve(b, e.su.RequireRecentReauth(benchMaxAge)(nopHandler), e.request(http.MethodGet, "/sensitive", nil, full.nameValue), http.StatusOK)
 	return full
 }
+
+// BenchmarkAlternating runs a floor and stepup's handler in turn, one call
+// of each per iteration (the order swapped every iteration), on the same
+// requests as BenchmarkOptions and BenchmarkVerify, and times every call. It
+// reports the median call of each side (floor-ns, stepup-ns) and their
+// ratio (stepup-ns / floor-ns). On a machine shared with other jobs both
+// sides then run under the same load, call by call, and the medians leave
+// out the calls during which the process was descheduled; the separate
+// sub-benchmarks of BenchmarkOptions and BenchmarkVerify each see the load
+// of their own second. ns/op is the pair.
+func BenchmarkAlternating(b *testing.B) {
+	for _, n := range []int{1, 50} {
+		e := newBenchEnv(b, n, nil)
+		cookie := e.grant(b, e.su, "")
+		_, cookie = e.options(b, e.su, cookie)
+		_, cookie = e.options(b, e.su, cookie)
+		base := e.request(http.MethodPost, "/api/reauth/options", nil, cookie)
+		b.Run(fmt.Sprintf("path=options/passkeys=%d", n), func(b *testing.B) {
+			floor, su := floorOptions(b, e, false), e.su.OptionsHandler()
+			w := newBenchWriter()
+			alternate(b, func(int) {
+				w.reset()
+				floor.ServeHTTP(w, cloneRequest(base))
+			}, func(int) {
+				w.reset()
+				su.ServeHTTP(w, cloneRequest(base))
+				if w.code != http.StatusOK {
+					b.Fatalf("options: status %d", w.code)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("path=verify/passkeys=%d", n), func(b *testing.B) {
+			floorCases := e.prepareVerify(b, b.N, true)
+			suCases := e.prepareVerify(b, b.N, false)
+			user := &stepuptest.User{Handle: e.user.Handle, Name: e.user.Name, Credentials: slices.Clone(e.user.Credentials)}
+			floor := floorVerify(b, e, stepup.NewMemoryRegistry(stepup.DefaultRegistrySize, nil), user)
+			su := e.newStepUp(b, func(c *stepup.Config) { c.MaxStepUps = math.MaxInt32 }).VerifyHandler()
+			w := newBenchWriter()
+			alternate(b, func(i int) {
+				w.reset()
+				floor.ServeHTTP(w, floorCases[i].req)
+			}, func(i int) {
+				w.reset()
+				su.ServeHTTP(w, suCases[i].req)
+				if w.code != http.StatusOK {
+					b.Fatalf("verify %d: status %d", i, w.code)
+				}
+			})
+		})
+	}
+}
+
+// alternate calls floor(i) and stepup(i) in iteration i of b.N, in turn,
+// timing each call, and reports the medians and their ratio.
+func alternate(b *testing.B, floor, stepup func(i int)) {
+	tf, ts := make([]time.Duration, b.N), make([]time.Duration, b.N)
+	timed := func(f func(int), i int) time.Duration {
+		t := time.Now()
+		f(i)
+		return time.Since(t)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			tf[i] = timed(floor, i)
+			ts[i] = timed(stepup, i)
+		} else {
+			ts[i] = timed(stepup, i)
+			tf[i] = timed(floor, i)
+		}
+	}
+	b.StopTimer()
+	mf, ms := median(tf), median(ts)
+	b.ReportMetric(float64(mf), "floor-ns")
+	b.ReportMetric(float64(ms), "stepup-ns")
+	b.ReportMetric(float64(ms)/float64(mf), "ratio")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
