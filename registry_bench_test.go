@@ -53,8 +53,9 @@ type benchRegistry interface {
 //
 // For Lookup and Take the clock stands still: nothing expires during the
 // loop (expiry is charged to Consume). Keys look like stepup's (user tag
-// and a hashed challenge in base64url, 53 bytes) and are made in batches
-// with the timer stopped, so the loop holds only the registry's work.
+// and a hashed challenge in base64url, 58 bytes for a challenge) and are
+// made in batches with the timer stopped, so the loop holds only the
+// registry's work.
 func BenchmarkMemoryRegistry(b *testing.B) {
 	impls := []struct {
 		name string
