@@ -14,15 +14,21 @@ package stepup_test
 
 import (
 	"bytes"
+	"crypto/subtle"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math"
 	"net/http"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/securecookie"
 
 	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/stepuptest"
@@ -50,6 +56,10 @@ var nopHandler = http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
 // The floor is a handler that reads one value from the already-loaded
 // session. impl=handwritten is not a floor but a reference: the least a
 // correct gate does (ask for the user, read the clock, compare).
+// impl=pass-nopregistry is pass with a Registry whose Lookup does nothing
+// (nopRegistry): pass minus it is what the default MemoryRegistry's read
+// costs, it minus the handwritten gate what stepup's own checks and keys
+// cost.
 func BenchmarkGate(b *testing.B) {
 	e := newBenchEnv(b, 1, nil)
 	fresh := e.grant(b, e.su, "")          // granted now: passes
@@ -57,6 +67,7 @@ func BenchmarkGate(b *testing.B) {
 	boundGrant := e.grant(b, e.signIn, "") // granted now, bound to the sign-in
 	gate := e.su.RequireRecentReauth(benchMaxAge)(nopHandler)
 	boundGate := e.signIn.RequireRecentReauth(benchMaxAge)(nopHandler)
+	nopRegGate := e.newStepUp(b, func(c *stepup.Config) { c.Registry = nopRegistry{} }).RequireRecentReauth(benchMaxAge)(nopHandler)
 
 	floor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = e.cookies.Get(r, stepup.DefaultSessionName)
@@ -89,6 +100,7 @@ func BenchmarkGate(b *testing.B) {
 		{"pass", gate, fresh, http.StatusOK},
 		{"deny", gate, stale, http.StatusForbidden},
 		{"pass-signin", boundGate, boundGrant, http.StatusOK},
+		{"pass-nopregistry", nopRegGate, fresh, http.StatusOK},
 		{"handwritten", handwrittenGate(e, benchMaxAge, nopHandler), fresh, http.StatusOK},
 	} {
 		b.Run("load=preloaded/impl="+bc.name, func(b *testing.B) {
@@ -114,8 +126,9 @@ func BenchmarkGate(b *testing.B) {
 }
 
 // benchNewRequests serves a new copy of base per iteration, so that every
-// iteration decodes the cookie once.
-func benchNewRequests(b *testing.B, h http.Handler, base *http.Request, want int) {
+// iteration decodes the cookie once. It returns the writer as the last
+// iteration left it.
+func benchNewRequests(b *testing.B, h http.Handler, base *http.Request, want int) *benchWriter {
 	w := newBenchWriter()
 	h.ServeHTTP(w, cloneRequest(base))
 	if w.status() != want {
@@ -128,6 +141,7 @@ func benchNewRequests(b *testing.B, h http.Handler, base *http.Request, want int
 		h.ServeHTTP(w, cloneRequest(base))
 	}
 	cpu.report(b)
+	return w
 }
 
 // handwrittenKey holds the grant of handwrittenGate, in a format of its own
@@ -196,113 +210,234 @@ func BenchmarkGateParallel(b *testing.B) {
 	}
 }
 
-// verifyCase is one prepared ceremony: the assertion, the challenge it
-// answers, and the request carrying the assertion and the cookie that holds
-// the challenge.
+// verifyCase is one prepared ceremony: the request carrying the assertion
+// and the cookie that holds its challenge.
 type verifyCase struct {
-	body      []byte
-	challenge string // base64url, as in the options
-	req       *http.Request
+	req *http.Request
 }
 
-// prepareVerify runs n options requests and signs each: n valid, distinct
-// ceremonies whose sign counters increase in order. It is not timed.
-func (e *benchEnv) prepareVerify(b *testing.B, n int) []verifyCase {
+// prepareVerify runs n options requests on stepup's handler and signs each:
+// n valid, distinct ceremonies whose sign counters increase in order. With
+// floor set, each cookie holds the floor's own pending record
+// (floorPendingKey) in place of stepup's. It is not timed.
+func (e *benchEnv) prepareVerify(b *testing.B, n int, floor bool) []verifyCase {
 	cases := make([]verifyCase, n)
 	for i := range cases {
 		opts, cookie := e.options(b, e.su, "")
-		var o struct {
-			Challenge string `json:"challenge"`
-		}
-		if err := json.Unmarshal(opts, &o); err != nil {
-			b.Fatal(err)
-		}
 		body := e.assertion(b, opts)
-		cases[i] = verifyCase{
-			body:      body,
-			challenge: o.Challenge,
-			req:       e.request(http.MethodPost, "/api/reauth/verify", body, cookie),
+		if floor {
+			cookie = e.floorVerifyCookie(b, opts, cookie)
 		}
+		cases[i] = verifyCase{req: e.request(http.MethodPost, "/api/reauth/verify", body, cookie)}
 	}
 	return cases
 }
 
+// floorPendingKey holds the floor's pending ceremony in the session: the
+// raw challenge (32 bytes), its expiry (Unix seconds, 8 bytes) and the user
+// handle, in a format of its own.
+const floorPendingKey = "bench.pending"
+
+// floorVerifyCookie returns cookie with stepup's pending record replaced by
+// the floor's for the challenge of opts: the same session otherwise, made
+// by the same CookieStore.
+func (e *benchEnv) floorVerifyCookie(b *testing.B, opts []byte, cookie string) string {
+	var o struct {
+		Challenge string `json:"challenge"`
+	}
+	if err := json.Unmarshal(opts, &o); err != nil {
+		b.Fatal(err)
+	}
+	challenge, err := base64.RawURLEncoding.DecodeString(o.Challenge)
+	if err != nil || len(challenge) != 32 {
+		b.Fatalf("challenge %q: %v", o.Challenge, err)
+	}
+	values := e.sessionValues(b, cookie)
+	key, _ := e.sessionValue(b, cookie, "pending")
+	delete(values, key)
+	rec := binary.BigEndian.AppendUint64(challenge, uint64(time.Now().Add(stepup.DefaultChallengeTTL).Unix()))
+	values[floorPendingKey] = append(rec, e.user.Handle...)
+	encoded, err := securecookie.EncodeMulti(stepup.DefaultSessionName, values, e.cookies.Codecs...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return stepup.DefaultSessionName + "=" + encoded
+}
+
+// floorVerifyOK is the floor's answer to a verify that succeeded.
+var floorVerifyOK = []byte(`{"status":"ok"}` + "\n")
+
+// floorVerify is the least a correct verify handler does, written by hand:
+// read the body (at most 16 KiB, as stepup), parse the assertion, load the
+// session, match the challenge against the session's pending one (same
+// user, unexpired), consume it in a MemoryRegistry (single use even for a
+// replayed older cookie), verify with go-webauthn (user verification
+// required), refuse a counter that did not advance, keep the updated
+// credential, save the session with a grant and without the challenge, and
+// answer 200 with a small JSON body. It finds the credential among the
+// user's own (user.Credentials); stepup asks the UserStore.
+func floorVerify(b *testing.B, e *benchEnv, reg *stepup.MemoryRegistry, user *stepuptest.User) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 16<<10))
+		if err != nil {
+			b.Fatal(err)
+		}
+		parsed, err := protocol.ParseCredentialRequestResponseBytes(body)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		rec, _ := sess.Values[floorPendingKey].([]byte)
+		challenge, err := base64.RawURLEncoding.Strict().DecodeString(parsed.Response.CollectedClientData.Challenge)
+		now := time.Now().Unix()
+		if err != nil || len(rec) < 40 || subtle.ConstantTimeCompare(rec[:32], challenge) != 1 ||
+			!bytes.Equal(rec[40:], user.Handle) || int64(binary.BigEndian.Uint64(rec[32:40])) < now {
+			b.Fatal("challenge does not match")
+		}
+		ttl := time.Duration(int64(binary.BigEndian.Uint64(rec[32:40]))-now+1) * time.Second
+		if first, err := reg.Consume(r.Context(), string(rec[:32]), ttl); err != nil || !first {
+			b.Fatalf("consume: %v %v", first, err)
+		}
+		cred, err := e.wa.ValidateLogin(user, webauthn.SessionData{
+			Challenge:        parsed.Response.CollectedClientData.Challenge,
+			RelyingPartyID:   testRPID,
+			UserID:           user.Handle,
+			UserVerification: protocol.VerificationRequired,
+		}, parsed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		i := slices.IndexFunc(user.Credentials, func(c webauthn.Credential) bool { return bytes.Equal(c.ID, cred.ID) })
+		if got := parsed.Response.AuthenticatorData.Counter; got <= user.Credentials[i].Authenticator.SignCount {
+			b.Fatal("sign counter did not advance")
+		}
+		user.Credentials[i] = *cred
+		sess.Values[handwrittenKey] = handwrittenRecord(now, user.Handle)
+		delete(sess.Values, floorPendingKey)
+		if err := e.cookies.Save(r, w, sess); err != nil {
+			b.Fatal(err)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(floorVerifyOK)
+	})
+}
+
 // BenchmarkVerify measures the verify handler on a valid ES256 assertion
-// against the floor: parse the assertion body, one store.Get of the same
-// cookie, ValidateLogin, one store.Save of the session with a grant.
+// against floorVerify, for a user with 1 and with 50 passkeys.
 //
 // Every verify consumes its challenge and must see the sign counter
 // advance, so b.N ceremonies are prepared (options + signature) with the
 // timer stopped, and iteration i verifies ceremony i. The timed loop holds
-// only the handler (or the floor) on a ready *http.Request.
+// only the handler (or the floor) on a ready *http.Request. Each run has a
+// fresh MemoryRegistry on both sides; stepup's MaxStepUps is raised so that
+// one user may verify b.N times in a minute (the default, 10 a minute,
+// would refuse the eleventh with 429): the limit's value does not change
+// the work, stepup still takes a unit of it on every verify.
 func BenchmarkVerify(b *testing.B) {
-	e := newBenchEnv(b, 1, nil)
+	for _, n := range []int{1, 50} {
+		e := newBenchEnv(b, n, nil)
+		b.Run(fmt.Sprintf("passkeys=%d/impl=floor", n), func(b *testing.B) {
+			cases := e.prepareVerify(b, b.N, true)
+			user := &stepuptest.User{Handle: e.user.Handle, Name: e.user.Name, Credentials: slices.Clone(e.user.Credentials)}
+			h := floorVerify(b, e, stepup.NewMemoryRegistry(stepup.DefaultRegistrySize, nil), user)
+			benchPrepared(b, h, cases)
+		})
+		b.Run(fmt.Sprintf("passkeys=%d/impl=stepup", n), func(b *testing.B) {
+			verify := e.newStepUp(b, func(c *stepup.Config) { c.MaxStepUps = math.MaxInt32 }).VerifyHandler()
+			benchPrepared(b, verify, e.prepareVerify(b, b.N, false))
+		})
+	}
+}
 
-	_, withPending := e.options(b, e.su, "")
-	pendingKey, _ := e.sessionValue(b, withPending, "pending")
-	b.Run("impl=floor", func(b *testing.B) {
-		cases := e.prepareVerify(b, b.N)
-		user := &stepuptest.User{Handle: e.user.Handle, Name: e.user.Name, Credentials: []webauthn.Credential{e.user.Credentials[0]}}
-		w := newBenchWriter()
-		b.ReportAllocs()
-		b.ResetTimer()
-		cpu := startCPU()
-		for i := range b.N {
-			w.reset()
-			c := &cases[i]
-			parsed, err := protocol.ParseCredentialRequestResponseBytes(c.body)
-			if err != nil {
-				b.Fatal(err)
-			}
-			sess, _ := e.cookies.Get(c.req, stepup.DefaultSessionName)
-			cred, err := e.wa.ValidateLogin(user, webauthn.SessionData{
-				Challenge:        c.challenge,
-				RelyingPartyID:   testRPID,
-				UserID:           user.Handle,
-				UserVerification: protocol.VerificationRequired,
-			}, parsed)
-			if err != nil {
-				b.Fatal(err)
-			}
-			user.Credentials[0] = *cred
-			sess.Values[handwrittenKey] = handwrittenRecord(time.Now().Unix(), user.Handle)
-			delete(sess.Values, pendingKey)
-			if err := e.cookies.Save(c.req, w, sess); err != nil {
-				b.Fatal(err)
-			}
+// benchPrepared serves cases[i] in iteration i and checks for 200. It
+// reports the size of the request's cookie as cookie-bytes, to show that
+// the two sides decode sessions of the same size.
+func benchPrepared(b *testing.B, h http.Handler, cases []verifyCase) {
+	w := newBenchWriter()
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := startCPU()
+	for i := range b.N {
+		w.reset()
+		h.ServeHTTP(w, cases[i].req)
+		if w.code != http.StatusOK {
+			b.Fatalf("verify %d: status %d", i, w.code)
 		}
-		b.StopTimer()
-		cpu.report(b)
-	})
+	}
+	b.StopTimer()
+	cpu.report(b)
+	b.ReportMetric(float64(len(cases[0].req.Header.Get("Cookie"))), "cookie-bytes")
+}
 
-	b.Run("impl=stepup", func(b *testing.B) {
-		verify := e.newStepUp(b).VerifyHandler() // a registry that has room for b.N challenges
-		cases := e.prepareVerify(b, b.N)
-		w := newBenchWriter()
-		b.ReportAllocs()
-		b.ResetTimer()
-		cpu := startCPU()
-		for i := range b.N {
-			w.reset()
-			verify.ServeHTTP(w, cases[i].req)
-			if w.code != http.StatusOK {
-				b.Fatalf("verify %d: status %d", i, w.code)
-			}
+// floorOptionsJSON is the PublicKeyCredentialRequestOptionsJSON a
+// hand-written options handler writes: the fields BeginLogin fills, the
+// binary ones base64url-encoded first, so that encoding/json writes plain
+// strings.
+type floorOptionsJSON struct {
+	Challenge        string                               `json:"challenge"`
+	Timeout          int                                  `json:"timeout,omitempty"`
+	RPID             string                               `json:"rpId,omitempty"`
+	AllowCredentials []floorDescriptorJSON                `json:"allowCredentials,omitempty"`
+	UserVerification protocol.UserVerificationRequirement `json:"userVerification,omitempty"`
+}
+
+type floorDescriptorJSON struct {
+	Type       protocol.CredentialType           `json:"type"`
+	ID         string                            `json:"id"`
+	Transports []protocol.AuthenticatorTransport `json:"transports,omitempty"`
+}
+
+func newFloorOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) floorOptionsJSON {
+	out := floorOptionsJSON{
+		Challenge:        base64.RawURLEncoding.EncodeToString(o.Challenge),
+		Timeout:          o.Timeout,
+		RPID:             o.RelyingPartyID,
+		UserVerification: o.UserVerification,
+		AllowCredentials: make([]floorDescriptorJSON, len(o.AllowedCredentials)),
+	}
+	for i, d := range o.AllowedCredentials {
+		out.AllowCredentials[i] = floorDescriptorJSON{Type: d.Type, ID: base64.RawURLEncoding.EncodeToString(d.CredentialID), Transports: d.Transport}
+	}
+	return out
+}
+
+// floorOptions is the least a correct options handler does, written by
+// hand: load the session, BeginLogin with user verification required, keep
+// the challenge in the session, save it, and write the options JSON
+// (Content-Type, Cache-Control: no-store, encoding/json). With webauthnJSON
+// it encodes go-webauthn's own type instead, a common hand-written choice,
+// for reference.
+func floorOptions(b *testing.B, e *benchEnv, webauthnJSON bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		a, _, err := e.wa.BeginLogin(e.user, webauthn.WithUserVerification(protocol.VerificationRequired))
+		if err != nil {
+			b.Fatal(err)
 		}
-		b.StopTimer()
-		cpu.report(b)
+		sess.Values["bench.challenge"] = []byte(a.Response.Challenge)
+		if err := e.cookies.Save(r, w, sess); err != nil {
+			b.Fatal(err)
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("Cache-Control", "no-store")
+		if webauthnJSON {
+			_ = json.NewEncoder(w).Encode(a.Response)
+		} else {
+			_ = json.NewEncoder(w).Encode(newFloorOptionsJSON(&a.Response))
+		}
 	})
 }
 
-// BenchmarkOptions measures the options handler against the floor: one
-// store.Get of the same cookie, BeginLogin (user verification required),
-// one store.Save of the challenge. The floor writes no response body;
-// impl=floor+json is the floor that also writes the options with
-// encoding/json, as a hand-written handler must, for reference.
+// BenchmarkOptions measures the options handler against floorOptions, for
+// a user with 1 and with 50 passkeys. impl=floor-webauthn-json is the floor
+// writing go-webauthn's type, for reference.
 //
 // The cookie holds a grant and two pending challenges, so the saved one
 // holds a grant and three, the most stepup keeps: cookie-bytes (name=value)
-// and set-cookie-bytes (the whole header) report its size.
+// and set-cookie-bytes (the whole header) report its size. body-bytes is
+// the length of the JSON answer, the same on every side.
 func BenchmarkOptions(b *testing.B) {
 	for _, n := range []int{1, 50} {
 		e := newBenchEnv(b, n, nil)
@@ -312,30 +447,17 @@ func BenchmarkOptions(b *testing.B) {
 		base := e.request(http.MethodPost, "/api/reauth/options", nil, cookie)
 		full := e.checkFullSession(b, cookie)
 
-		floor := func(writeBody bool) http.Handler {
-			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
-				a, _, err := e.wa.BeginLogin(e.user, webauthn.WithUserVerification(protocol.VerificationRequired))
-				if err != nil {
-					b.Fatal(err)
-				}
-				sess.Values["bench.challenge"] = []byte(a.Response.Challenge)
-				if err := e.cookies.Save(r, w, sess); err != nil {
-					b.Fatal(err)
-				}
-				if writeBody {
-					w.Header().Set("Content-Type", "application/json")
-					_ = json.NewEncoder(w).Encode(a.Response)
-				}
-			})
-		}
-
 		for _, bc := range []struct {
 			name string
 			h    http.Handler
-		}{{"floor", floor(false)}, {"stepup", e.su.OptionsHandler()}, {"floor+json", floor(true)}} {
+		}{
+			{"floor", floorOptions(b, e, false)},
+			{"stepup", e.su.OptionsHandler()},
+			{"floor-webauthn-json", floorOptions(b, e, true)},
+		} {
 			b.Run(fmt.Sprintf("passkeys=%d/impl=%s", n, bc.name), func(b *testing.B) {
-				benchNewRequests(b, bc.h, base, http.StatusOK)
+				w := benchNewRequests(b, bc.h, base, http.StatusOK)
+				b.ReportMetric(float64(w.n), "body-bytes")
 				if bc.name == "stepup" {
 					b.ReportMetric(float64(len(full.nameValue)), "cookie-bytes")
 					b.ReportMetric(float64(full.header), "set-cookie-bytes")
@@ -372,4 +494,88 @@ func (e *benchEnv) checkFullSession(b *testing.B, cookie string) fullSession {
 	}
 	serve(b, e.su.RequireRecentReauth(benchMaxAge)(nopHandler), e.request(http.MethodGet, "/sensitive", nil, full.nameValue), http.StatusOK)
 	return full
+}
+
+// BenchmarkAlternating runs a floor and stepup's handler in turn, one call
+// of each per iteration (the order swapped every iteration), on the same
+// requests as BenchmarkOptions and BenchmarkVerify, and times every call. It
+// reports the median call of each side (floor-ns, stepup-ns) and their
+// ratio (stepup-ns / floor-ns). On a machine shared with other jobs both
+// sides then run under the same load, call by call, and the medians leave
+// out the calls during which the process was descheduled; the separate
+// sub-benchmarks of BenchmarkOptions and BenchmarkVerify each see the load
+// of their own second. ns/op is the pair.
+func BenchmarkAlternating(b *testing.B) {
+	for _, n := range []int{1, 50} {
+		e := newBenchEnv(b, n, nil)
+		cookie := e.grant(b, e.su, "")
+		_, cookie = e.options(b, e.su, cookie)
+		_, cookie = e.options(b, e.su, cookie)
+		base := e.request(http.MethodPost, "/api/reauth/options", nil, cookie)
+		b.Run(fmt.Sprintf("path=options/passkeys=%d", n), func(b *testing.B) {
+			floor, su := floorOptions(b, e, false), e.su.OptionsHandler()
+			w := newBenchWriter()
+			alternate(b, func(int) {
+				w.reset()
+				floor.ServeHTTP(w, cloneRequest(base))
+			}, func(int) {
+				w.reset()
+				su.ServeHTTP(w, cloneRequest(base))
+				if w.code != http.StatusOK {
+					b.Fatalf("options: status %d", w.code)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("path=verify/passkeys=%d", n), func(b *testing.B) {
+			floorCases := e.prepareVerify(b, b.N, true)
+			suCases := e.prepareVerify(b, b.N, false)
+			user := &stepuptest.User{Handle: e.user.Handle, Name: e.user.Name, Credentials: slices.Clone(e.user.Credentials)}
+			floor := floorVerify(b, e, stepup.NewMemoryRegistry(stepup.DefaultRegistrySize, nil), user)
+			su := e.newStepUp(b, func(c *stepup.Config) { c.MaxStepUps = math.MaxInt32 }).VerifyHandler()
+			w := newBenchWriter()
+			alternate(b, func(i int) {
+				w.reset()
+				floor.ServeHTTP(w, floorCases[i].req)
+			}, func(i int) {
+				w.reset()
+				su.ServeHTTP(w, suCases[i].req)
+				if w.code != http.StatusOK {
+					b.Fatalf("verify %d: status %d", i, w.code)
+				}
+			})
+		})
+	}
+}
+
+// alternate calls floor(i) and stepup(i) in iteration i of b.N, in turn,
+// timing each call, and reports the medians and their ratio.
+func alternate(b *testing.B, floor, stepup func(i int)) {
+	tf, ts := make([]time.Duration, b.N), make([]time.Duration, b.N)
+	timed := func(f func(int), i int) time.Duration {
+		t := time.Now()
+		f(i)
+		return time.Since(t)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if i%2 == 0 {
+			tf[i] = timed(floor, i)
+			ts[i] = timed(stepup, i)
+		} else {
+			ts[i] = timed(stepup, i)
+			tf[i] = timed(floor, i)
+		}
+	}
+	b.StopTimer()
+	mf, ms := median(tf), median(ts)
+	b.ReportMetric(float64(mf), "floor-ns")
+	b.ReportMetric(float64(ms), "stepup-ns")
+	b.ReportMetric(float64(ms)/float64(mf), "ratio")
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

@@ -147,12 +147,16 @@ func newBenchEnv(tb testing.TB, passkeys int, wrap func(*sessions.CookieStore) s
 }
 
 // newStepUp returns a StepUp with the defaults on the environment's store
-// and users, with a registry of its own: a MemoryRegistry refuses new
-// entries (503) once it holds DefaultRegistrySize unexpired ones, which a
-// long verify benchmark would reach.
-func (e *benchEnv) newStepUp(tb testing.TB) *stepup.StepUp {
+// and users, with a registry of its own (a fresh MemoryRegistry), so that
+// the entries one benchmark run records do not carry over to the next.
+// config, when not nil, changes the Config first.
+func (e *benchEnv) newStepUp(tb testing.TB, config ...func(*stepup.Config)) *stepup.StepUp {
 	tb.Helper()
-	su, err := stepup.New(stepup.Config{WebAuthn: e.wa, Store: e.store, Users: e.users})
+	cfg := stepup.Config{WebAuthn: e.wa, Store: e.store, Users: e.users}
+	for _, f := range config {
+		f(&cfg)
+	}
+	su, err := stepup.New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -283,11 +287,13 @@ func (m cpuMeter) report(b *testing.B) {
 	}
 }
 
-// benchWriter is a ResponseWriter that keeps the status and discards the
-// body, with a header map reused across iterations (reset clears it).
+// benchWriter is a ResponseWriter that keeps the status and the body's
+// length and discards the body, with a header map reused across iterations
+// (reset clears it).
 type benchWriter struct {
 	h    http.Header
 	code int
+	n    int // body bytes written since reset
 }
 
 func newBenchWriter() *benchWriter { return &benchWriter{h: make(http.Header, 8)} }
@@ -302,6 +308,7 @@ func (w *benchWriter) Write(p []byte) (int, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
+	w.n += len(p)
 	return len(p), nil
 }
 func (w *benchWriter) status() int {
@@ -313,6 +320,7 @@ func (w *benchWriter) status() int {
 func (w *benchWriter) reset() {
 	clear(w.h)
 	w.code = 0
+	w.n = 0
 }
 
 // stepupCookie returns the step-up cookie w holds as a Cookie header value
@@ -355,4 +363,23 @@ func (s *decodeCountingStore) New(r *http.Request, name string) (*sessions.Sessi
 		s.decodes.Add(1)
 	}
 	return s.CookieStore.New(r, name)
+}
+
+// nopRegistry is a Registry that does nothing and remembers nothing: every
+// Lookup reads zeros. It is only for measuring what a real Registry adds to
+// the gate; with it, nothing is single use.
+type nopRegistry struct{}
+
+var nopZeros = make([]int64, 8)
+
+func (nopRegistry) Consume(context.Context, string, time.Duration) (bool, error) { return true, nil }
+func (nopRegistry) Take(context.Context, string, int, time.Duration) (bool, time.Duration, error) {
+	return true, 0, nil
+}
+func (nopRegistry) Give(context.Context, string) error                        { return nil }
+func (nopRegistry) Count(context.Context, string) (int, time.Duration, error) { return 0, 0, nil }
+func (nopRegistry) Reset(context.Context, string) error                       { return nil }
+func (nopRegistry) Mark(context.Context, string, int64, time.Duration) error  { return nil }
+func (nopRegistry) Lookup(_ context.Context, keys ...string) ([]int64, error) {
+	return nopZeros[:len(keys)], nil
 }

@@ -83,10 +83,11 @@ const DefaultRegistrySize = 2_500_000
 //     average user is refused first ([ErrRegistryFull]), so that one heavy
 //     account cannot deny step-up to everyone else.
 type MemoryRegistry struct {
-	now  func() time.Time
-	max  int
-	high int // above this many entries, heavy users are refused
-	seed maphash.Seed
+	now     func() time.Time
+	max     int
+	high    int          // above this many entries, heavy users are refused
+	seed    maphash.Seed // for keys
+	tagSeed maphash.Seed // for owner slots
 
 	mu      sync.Mutex
 	used    hashSet             // consumed keys
@@ -139,6 +140,7 @@ func NewMemoryRegistry(max int, now func() time.Time) *MemoryRegistry {
 		max:     max,
 		high:    max - max/5,
 		seed:    maphash.MakeSeed(),
+		tagSeed: maphash.MakeSeed(),
 		used:    newHashSet(),
 		vals:    make(map[uint64]memValue),
 		buckets: make(map[int64]*keyList),
@@ -169,7 +171,7 @@ func (m *MemoryRegistry) slot(key string) uint16 {
 			tag = key[i+1 : i+1+j]
 		}
 	}
-	return uint16(maphash.String(m.seed, "tag:"+tag))
+	return uint16(maphash.String(m.tagSeed, tag))
 }
 
 // advance drops the buckets that have expired by now (unix nanoseconds). The
