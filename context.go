@@ -42,14 +42,23 @@ func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// passed is what a gate puts in the request context of the handler it lets
-// through.
+// passed is the context a gate gives the handler it lets through: the
+// request's context with the user and the grant, in one allocation.
 type passed struct {
+	context.Context
 	user  webauthn.User
 	grant grant
 }
 
 type passedKey struct{}
+
+// Value returns p for passedKey, and asks the parent context otherwise.
+func (p *passed) Value(key any) any {
+	if key == (passedKey{}) {
+		return p
+	}
+	return p.Context.Value(key)
+}
 
 // GrantFrom returns the grant that let the request through the gate that
 // wraps the handler, and false outside a gate.
@@ -74,7 +83,7 @@ func UserFrom(ctx context.Context) (webauthn.User, bool) {
 
 // withPassed returns r with the gate's user and grant in its context.
 func withPassed(r *http.Request, user webauthn.User, g grant) *http.Request {
-	return r.WithContext(context.WithValue(r.Context(), passedKey{}, &passed{user: user, grant: g}))
+	return r.WithContext(&passed{Context: r.Context(), user: user, grant: g})
 }
 
 // LastReauth returns the signed-in user's newest grant held by the step-up

@@ -65,10 +65,12 @@ type Registry interface {
 }
 
 // DefaultRegistrySize is the number of entries a [MemoryRegistry] made by
-// [New] holds: enough for 10,000 step-ups a second, each remembered for three
-// minutes. An entry takes about 25 bytes, so a full registry takes about
-// 60 MB; an idle one takes next to nothing.
-const DefaultRegistrySize = 2_500_000
+// [New] holds: enough for 10,000 step-ups a second, each challenge
+// remembered for three minutes and its counter value for 30 seconds, below
+// the 80% mark where the heaviest users start to be refused. An entry takes
+// about 25 bytes, so a full registry takes about 60 MB; an idle one takes
+// next to nothing.
+const DefaultRegistrySize = 3_000_000
 
 // MemoryRegistry is a [Registry] for a single instance. It is safe for
 // concurrent use and built so that it is never the bottleneck of step-up:
@@ -434,7 +436,7 @@ func (m *MemoryRegistry) Lookup(_ context.Context, keys ...string) ([]int64, err
 }
 
 // hashSet is a set of non-zero 64-bit hashes: open addressing with linear
-// probing and backward-shift deletion, 8 bytes a slot, at most 70% full. It
+// probing and backward-shift deletion, 8 bytes a slot, at most 75% full. It
 // takes about a third of the memory of a Go map for the same keys.
 type hashSet struct {
 	slots []uint64 // 0 is an empty slot
@@ -474,7 +476,7 @@ func (s *hashSet) has(k uint64) bool {
 // add inserts k; it reports false if k was there.
 func (s *hashSet) add(k uint64) bool {
 	k = nonZero(k)
-	if (s.n+1)*10 > len(s.slots)*7 {
+	if (s.n+1)*4 > len(s.slots)*3 {
 		s.resize(len(s.slots) * 2)
 	}
 	for i := s.home(k); ; i = (i + 1) & s.mask {

@@ -14,9 +14,9 @@ import (
 
 // TestMemoryRegistryAtTheTargetRate consumes 10,000 challenges per second of
 // a simulated clock for 10 minutes, each kept 180 s, in the default-sized
-// registry: never full, every key refused for its whole TTL, within 64 MB of
-// heap. (Under the race detector the rate is a tenth: the run would take
-// minutes.)
+// registry, with what else a verify records (the counter value, 30 s): never
+// full, every key refused for its whole TTL, within 64 MB of heap. (Under
+// the race detector the rate is a tenth: the run would take minutes.)
 func TestMemoryRegistryAtTheTargetRate(t *testing.T) {
 	rate := 10_000
 	if raceEnabled || testing.Short() {
@@ -41,6 +41,10 @@ func TestMemoryRegistryAtTheTargetRate(t *testing.T) {
 			if err != nil || !ok {
 				t.Fatalf("second %d, key %d: %v %v (%d entries)", sec, i, ok, err, m.Len())
 			}
+			counter := fmt.Sprintf("stepup:{u%d}:counter:%d-%d:1", (sec*rate+i)%users, sec, i)
+			if ok, err := m.Consume(ctx, counter, 30*time.Second); err != nil || !ok {
+				t.Fatalf("second %d, counter %d: %v %v (%d entries)", sec, i, ok, err, m.Len())
+			}
 		}
 		// Keys consumed 179 s ago are still refused; from 181 s ago, gone.
 		if sec >= 181 {
@@ -56,8 +60,8 @@ func TestMemoryRegistryAtTheTargetRate(t *testing.T) {
 		}
 	}
 	live := m.Len()
-	if want := rate * 181; live > want || live < rate*179 {
-		t.Errorf("%d entries held, want about %d (180 s at %d/s)", live, rate*180, rate)
+	if want := rate * (181 + 31); live > want || live < rate*(179+29) {
+		t.Errorf("%d entries held, want about %d (180 s and 30 s at %d/s)", live, rate*210, rate)
 	}
 	perEntry := float64(peak.HeapAlloc) / float64(live)
 	t.Logf("%d/s for %d s: %d entries, heap %.1f MB, %.1f bytes per entry", rate, seconds, live, float64(peak.HeapAlloc)/1e6, perEntry)

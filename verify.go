@@ -310,6 +310,12 @@ func (c *attempt) checkOwnership(a *protocol.ParsedCredentialAssertionData, owne
 	return nil
 }
 
+// counterKeyTTL is how long a counter value stays consumed: it need only
+// cover the moments between reading the stored credential and
+// UpdateCredential of concurrent verifies, after which the stored count
+// refuses it.
+const counterKeyTTL = 30 * time.Second
+
 // consumeCounter makes the counter check atomic: of two assertions with the
 // same non-zero counter for one credential, verified at the same moment on
 // one instance or several, only one consumes the key of that counter value.
@@ -321,7 +327,7 @@ func (c *attempt) consumeCounter(a *protocol.ParsedCredentialAssertionData, owne
 	if n == 0 {
 		return nil
 	}
-	first, err := c.s.registry.Consume(c.ctx, counterKey(owner, a.RawID, n), c.s.ttl+time.Second)
+	first, err := c.s.registry.Consume(c.ctx, counterKey(owner, a.RawID, n), counterKeyTTL)
 	if err != nil {
 		c.s.storeFailed(c.r, "registry", err)
 		return refuse(errUnavailable, slog.LevelError, "registry: "+err.Error())
