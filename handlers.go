@@ -153,10 +153,35 @@ func (s *StepUp) storeFailed(r *http.Request, store string, err error, attrs ...
 	s.event(r, slog.LevelError, EventStoreFailed, append(attrs, slog.String("store", store), errAttr(err))...)
 }
 
-// optionsRequest is the optional JSON body of the options handler.
-type optionsRequest struct {
+// grantRequest is what grant a ceremony asks for, in the bodies of the
+// options and method handlers.
+type grantRequest struct {
 	Scope     string `json:"scope"`     // a scope some gate was made with
 	Operation string `json:"operation"` // the digest of an operation pending for this user
+}
+
+// optionsRequest is the optional JSON body of the options handler.
+type optionsRequest struct {
+	grantRequest
+}
+
+// requestedGrant checks the grant a ceremony asks for: a scope some gate
+// was made with, and an operation pending for the user in the session. It
+// returns the operation, nil for none.
+func (s *StepUp) requestedGrant(r *http.Request, who principal, req grantRequest, now time.Time) (*operation, *apiError) {
+	if req.Scope != "" {
+		if _, known := s.scopes.Load(req.Scope); !known {
+			return nil, &errUnknownScope
+		}
+	}
+	if req.Operation == "" {
+		return nil, nil
+	}
+	op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, now)
+	if op == nil {
+		return nil, &errUnknownOp
+	}
+	return op, nil
 }
 
 // optionsResponse is PublicKeyCredentialRequestOptionsJSON, with the bound
@@ -214,11 +239,11 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	if !ok || !s.underLimits(w, r, p.handle) {
 		return
 	}
+	now := s.now()
 	req, e := readOptionsRequest(w, r)
-	if e == nil && req.Scope != "" {
-		if _, known := s.scopes.Load(req.Scope); !known {
-			e = &errUnknownScope
-		}
+	var op *operation
+	if e == nil {
+		op, e = s.requestedGrant(r, p, req.grantRequest, now)
 	}
 	if e != nil {
 		writeError(w, *e)
@@ -228,16 +253,10 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errNoCreds)
 		return
 	}
-	now := s.now()
 	sess := s.session(r)
 	next := pending{expires: now.Add(s.ttl).Unix(), user: p.handle, scope: []byte(req.Scope)}
 	var bound *Operation
-	if req.Operation != "" {
-		op := findOperation(readOperations(sess), p.handle, req.Operation, now)
-		if op == nil {
-			writeError(w, errUnknownOp)
-			return
-		}
+	if op != nil {
 		next.op = op.digest
 		next.nonce = make([]byte, 32)
 		rand.Read(next.nonce)

@@ -113,9 +113,8 @@ func validMethodName(name string) bool {
 
 // methodRequest is the body of a method handler.
 type methodRequest struct {
-	Secret    *string `json:"secret"`
-	Scope     string  `json:"scope"`
-	Operation string  `json:"operation"`
+	Secret *string `json:"secret"`
+	grantRequest
 }
 
 func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) {
@@ -124,22 +123,16 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	req, e := readMethodRequest(w, r)
-	if e == nil && req.Scope != "" {
-		if _, known := s.scopes.Load(req.Scope); !known {
-			e = &errUnknownScope
-		}
+	var op *operation
+	if e == nil {
+		op, e = s.requestedGrant(r, who, req.grantRequest, s.now())
 	}
 	if e != nil {
 		writeError(w, *e)
 		return
 	}
 	p := pending{user: who.handle, scope: []byte(req.Scope)}
-	if req.Operation != "" {
-		op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, s.now())
-		if op == nil {
-			writeError(w, errUnknownOp)
-			return
-		}
+	if op != nil {
 		p.op = op.digest
 	}
 	available, err := m.Available(r.Context(), who.user)
