@@ -147,15 +147,16 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 	}
 	c := s.newAttempt(w, r, who)
 	c.ps = nil // a method leaves the session's passkey ceremonies alone: fail() does not clear them
+	c.method = m.Name
 	if !c.reserve() {
 		return
 	}
 	switch err := m.Check(r.Context(), who.user, *req.Secret); {
 	case errors.Is(err, ErrWrongSecret):
-		c.fail(refuse(errWrongSecret, slog.LevelInfo, "", slog.String("method", m.Name)))
+		c.fail(refuse(errWrongSecret, slog.LevelInfo, ""))
 	case err != nil:
 		s.storeFailed(r, "method", fmt.Errorf("%s: Check: %w", m.Name, err))
-		c.fail(refuse(errInternal, slog.LevelError, "Check failed", slog.String("method", m.Name)))
+		c.fail(refuse(errInternal, slog.LevelError, "Check failed"))
 	default:
 		c.grant(p, method{name: m.Name, amr: m.AMR})
 	}

@@ -117,6 +117,13 @@ func TestOneFailureLimitAcrossMethods(t *testing.T) {
 	for range 2 {
 		expectError(t, h.password(c, "guess"), 400, "wrong_secret")
 	}
+	methods := map[any]int{}
+	for _, ev := range h.log.events(stepup.EventReauthFailed) {
+		methods[ev["method"]]++
+	}
+	if methods["passkey"] != 3 || methods["password"] != 2 {
+		t.Errorf("reauth_failed events by method: %v", methods)
+	}
 	r := h.password(c, "alice-secret") // the right one, too late
 	expectError(t, r, 429, "too_many_attempts")
 	if r.header.Get("Retry-After") == "" {

@@ -110,6 +110,7 @@ type attempt struct {
 	ps   []pending // the session's pending ceremonies when the attempt began
 	now  time.Time
 
+	method   string    // "passkey" or a Method's name; for the log
 	credAttr slog.Attr // the credential, once known; for the log
 	reserved bool      // the attempt holds a unit of both per-user limits
 }
@@ -129,7 +130,7 @@ func refuse(e apiError, level slog.Level, cause string, attrs ...slog.Attr) *ref
 
 func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principal) *attempt {
 	sess := s.session(r)
-	return &attempt{s: s, w: w, r: r, ctx: r.Context(), who: who, sess: sess, ps: readPending(sess), now: s.now()}
+	return &attempt{s: s, w: w, r: r, ctx: r.Context(), who: who, sess: sess, ps: readPending(sess), now: s.now(), method: MethodPasskey}
 }
 
 // reserve takes one unit of the user's failure limit and one of the
@@ -183,7 +184,7 @@ func (c *attempt) fail(f *refusal) {
 			s.storeFailed(c.r, "session", err)
 		}
 	}
-	attrs := append(f.attrs, slog.String("reason", f.e.code), userAttr(c.who.handle))
+	attrs := append(f.attrs, slog.String("reason", f.e.code), userAttr(c.who.handle), slog.String("method", c.method))
 	if c.credAttr.Key != "" {
 		attrs = append(attrs, c.credAttr)
 	}
