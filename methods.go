@@ -98,18 +98,7 @@ func validMethod(m Method) error {
 	return nil
 }
 
-func validMethodName(name string) bool {
-	if name == "" || len(name) > maxMethodLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+func validMethodName(name string) bool { return validName(name, maxMethodLen, "_-") }
 
 // methodRequest is the body of a method handler.
 type methodRequest struct {

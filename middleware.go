@@ -118,17 +118,7 @@ func (e *OperationError) apiError() *apiError {
 	return &out
 }
 
-func validCode(code string) bool {
-	if code == "" || len(code) > 64 {
-		return false
-	}
-	for i := 0; i < len(code); i++ {
-		if c := code[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
+func validCode(code string) bool { return validName(code, 64, "_") }
 
 // ReauthRequired describes a gate's refusal, for Config.OnReauthRequired.
 type ReauthRequired struct {
@@ -217,13 +207,17 @@ func (g *gate) accepts(method []byte) bool {
 	return false
 }
 
-func validScope(name string) bool {
-	if name == "" || len(name) > maxScopeLen {
+func validScope(name string) bool { return validName(name, maxScopeLen, "._-") }
+
+// validName reports whether name is 1 to max characters of a-z, 0-9 and
+// the punctuation in extra: the names of scopes, methods and error codes.
+func validName(name string, max int, extra string) bool {
+	if name == "" || len(name) > max {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
 		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte(extra, c) >= 0) {
 			return false
 		}
 	}
