@@ -391,20 +391,13 @@ func TestCounterThatDoesNotAdvanceIsLoggedAsClone(t *testing.T) {
 // verify.
 func TestEvidenceProvesWhatItClaims(t *testing.T) {
 	t.Parallel()
-	var evidence []stepup.Evidence
-	var mu sync.Mutex
-	h := newHarness(t, func(c *stepup.Config) {
-		c.RecordEvidence = func(_ context.Context, ev stepup.Evidence) error {
-			mu.Lock()
-			defer mu.Unlock()
-			evidence = append(evidence, ev)
-			return nil
-		}
-	})
+	var recorded evidenceLog
+	h := newHarness(t, recorded.option)
 	c := h.client("alice")
 	pay := paymentBody(250, "bob")
 	h.status(c, http.MethodPost, "/pay", pay)
 	h.reauthFor(c, stepuptest.Request{Operation: digestOf(250, "bob")})
+	evidence := recorded.all()
 	if len(evidence) != 1 {
 		t.Fatalf("%d evidence records", len(evidence))
 	}

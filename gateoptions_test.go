@@ -152,16 +152,8 @@ func digestOf(amount int64, payee string) string {
 
 func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 	t.Parallel()
-	var evidence []stepup.Evidence
-	var mu sync.Mutex
-	h := newHarness(t, func(c *stepup.Config) {
-		c.RecordEvidence = func(_ context.Context, ev stepup.Evidence) error {
-			mu.Lock()
-			defer mu.Unlock()
-			evidence = append(evidence, ev)
-			return nil
-		}
-	})
+	var recorded evidenceLog
+	h := newHarness(t, recorded.option)
 	c := h.client("alice")
 	h.reauth(c) // a plain grant never opens a Bind gate
 
@@ -215,6 +207,7 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 
 	// Evidence: verifies offline with the stored public key, and binds the
 	// exact operation.
+	evidence := recorded.all()
 	if len(evidence) != 1 {
 		t.Fatalf("%d evidence records", len(evidence))
 	}

@@ -520,6 +520,28 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// evidenceLog keeps what Config.RecordEvidence receives.
+type evidenceLog struct {
+	mu  sync.Mutex
+	evs []stepup.Evidence
+}
+
+// option is a harnessOption that records the evidence of bound grants.
+func (l *evidenceLog) option(c *stepup.Config) {
+	c.RecordEvidence = func(_ context.Context, ev stepup.Evidence) error {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.evs = append(l.evs, ev)
+		return nil
+	}
+}
+
+func (l *evidenceLog) all() []stepup.Evidence {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]stepup.Evidence(nil), l.evs...)
+}
+
 // payment is the body of the bound POST /pay route.
 type payment struct {
 	Amount   int64  `json:"amount"`
