@@ -40,6 +40,15 @@ func (s *StepUp) event(r *http.Request, level slog.Level, name string, attrs ...
 	s.log.LogAttrs(r.Context(), level, name, attrs...)
 }
 
+// storeFailed logs a failure of the application's or stepup's storage.
+func (s *StepUp) storeFailed(r *http.Request, store string, err error, attrs ...slog.Attr) {
+	s.event(r, slog.LevelError, EventStoreFailed, append(attrs, slog.String("store", store), errAttr(err))...)
+}
+
+const levelDebug = slog.LevelDebug
+
+func errAttr(err error) slog.Attr { return slog.String("cause", err.Error()) }
+
 func userAttr(handle []byte) slog.Attr { return slog.String("user", b64(handle)) }
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }

@@ -378,3 +378,18 @@ func TestMethodHandlerAndMethodsPanicOnNonsense(t *testing.T) {
 		}()
 	}
 }
+
+// TestMethodsKeepPasskeyCeremoniesAndGrants: a password step-up neither
+// clears a pending passkey ceremony nor replaces a passkey grant.
+func TestMethodsKeepPasskeyCeremoniesAndGrants(t *testing.T) {
+	t.Parallel()
+	h := methodHarness(t)
+	c := h.client("alice")
+	h.reauth(c)
+	pendingOptions := h.options(c)
+	h.expectPasswordGrant(c, "alice-secret")
+	h.expectGrant(c) // the passkey grant is still there for passkey-only gates
+	if r := h.verify(c, h.assert(pendingOptions)); r.status != 200 {
+		t.Fatalf("the pending passkey ceremony was lost: %d %s", r.status, r.raw)
+	}
+}

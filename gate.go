@@ -1,17 +1,11 @@
 package stepup
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/gorilla/sessions"
 )
@@ -25,13 +19,6 @@ const (
 	ReasonOperationMismatch = "operation_mismatch" // a bound grant exists, for another operation
 	ReasonRevoked           = "revoked"            // the grant was revoked (Revoke or RevokeUser)
 )
-
-// maxBindBody is the largest request body a Bind gate buffers.
-const maxBindBody = 1 << 20
-
-// operationTTL is how long a refused bound operation stays pending for
-// confirmation.
-const operationTTL = 10 * time.Minute
 
 // GateOption configures one gate made by [StepUp.RequireRecentReauth].
 type GateOption func(*gate)
@@ -60,65 +47,15 @@ func Scope(name string) GateOption { return func(g *gate) { g.scope, g.scoped = 
 // cookie (or an older copy of it) exactly one passes.
 func Once() GateOption { return func(g *gate) { g.once = true } }
 
-// Bind binds the grant to one operation ("what you confirm is what runs"):
-// fn returns the canonical bytes of the operation a request would perform
-// (such as amount, currency and payee) and a short description for the
-// person confirming it. The gate buffers the request body (up to 1 MiB) so
-// that fn and the wrapped handler can both read it.
-//
-// Refused, the gate records SHA-256(op) as a pending operation and adds
-// {"digest", "description"} as "operation" to its 403 body. The client posts
-// {"operation": digest} to the options handler, whose challenge then commits
-// to the digest; the grant it yields is single use (as with [Once]) and opens
-// only a request whose fn yields the same digest. A plain grant never opens a
-// Bind gate. An error from fn is a 400 invalid_request with a fixed message,
-// unless it is (or wraps) an [*OperationError], whose status and message the
-// client sees.
-func Bind(fn func(r *http.Request) (op []byte, description string, err error)) GateOption {
-	return func(g *gate) { g.bind = fn }
+// Methods makes the gate accept grants of the named methods, in the order
+// given: "passkey" (the built-in ceremony) and the names of [Method]s given
+// to [StepUp.MethodHandler]. A grant of a method the gate does not accept is
+// no grant for that gate. Without Methods, a gate accepts passkey grants
+// only. The gate's 403 lists, in this order, those of the methods the
+// signed-in user can use now.
+func Methods(names ...string) GateOption {
+	return func(g *gate) { g.methods = append([]string(nil), names...) }
 }
-
-// OperationError is an error a [Bind] function returns to tell the client
-// what is wrong with its request, in the application's words:
-//
-//	return nil, "", &stepup.OperationError{Status: 422, Message: "Enter an amount above zero."}
-//
-// The client gets Status (400 if it is not a 4xx status) and
-// {"error": Code, "message": Message}; Code defaults to "invalid_request".
-// Any other error from a Bind function is a 400 invalid_request with a fixed
-// message. Err, if set, is logged with the refusal and never sent.
-type OperationError struct {
-	Status  int
-	Code    string // 1 to 64 characters of a-z, 0-9 and '_'; default "invalid_request"
-	Message string
-	Err     error
-}
-
-func (e *OperationError) Error() string {
-	if e.Err != nil {
-		return e.Message + ": " + e.Err.Error()
-	}
-	return e.Message
-}
-
-// Unwrap returns Err.
-func (e *OperationError) Unwrap() error { return e.Err }
-
-func (e *OperationError) apiError() *apiError {
-	out := apiError{status: e.Status, code: e.Code, message: e.Message}
-	if out.status < 400 || out.status > 499 {
-		out.status = http.StatusBadRequest
-	}
-	if !validCode(out.code) {
-		out.code = CodeInvalidRequest
-	}
-	if out.message == "" {
-		out.message = errBadOperation.message
-	}
-	return &out
-}
-
-func validCode(code string) bool { return validName(code, 64, "_") }
 
 // ReauthRequired describes a gate's refusal, for Config.OnReauthRequired.
 type ReauthRequired struct {
@@ -130,13 +67,6 @@ type ReauthRequired struct {
 	// use now, in the gate's order; empty (never nil) when the user cannot
 	// pass the gate until they set one up.
 	Methods []string
-}
-
-// Operation is a bound operation waiting for confirmation: the unpadded
-// base64url SHA-256 digest of its canonical bytes and its description.
-type Operation struct {
-	Digest      string `json:"digest"`
-	Description string `json:"description"`
 }
 
 // RequireRecentReauth returns middleware that calls the wrapped handler only
@@ -232,18 +162,18 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 	var op []byte
 	var description string
 	if g.bind != nil {
-		var e *apiError
+		var e *refusal
 		if op, description, e = s.bindOperation(g, w, r); e != nil {
 			writeError(w, *e)
 			return
 		}
 	}
 	sess := s.session(r)
-	var buf [maxGrants]grant
+	var buf [maxGrants]grantRecord
 	gs := readGrants(buf[:0], sess)
 	i, reason := pickGrant(gs, p, g, op, s.now())
 	if i >= 0 {
-		var e *apiError
+		var e *refusal
 		if reason, e = s.passGrant(w, r, sess, gs, i, g.once || g.bind != nil); e != nil {
 			writeError(w, *e)
 			return
@@ -256,12 +186,39 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 	s.refuseAtGate(w, r, g, p, sess, reason, op, description)
 }
 
+// pickGrant returns the index of the newest fresh grant in gs that p made
+// for the gate's scope and op with one of its methods, or -1 and the reason
+// there is none.
+func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time) (int, string) {
+	scope, maxAge := gt.scope, gt.maxAge
+	best, reason := -1, ReasonNoGrant
+	for i, g := range gs {
+		if !gt.accepts(g.method) {
+			continue
+		}
+		if !g.matches(p, scope, op) {
+			if op != nil && reason == ReasonNoGrant && g.matches(p, scope, g.op) && len(g.op) > 0 {
+				reason = ReasonOperationMismatch
+			}
+			continue
+		}
+		if !g.fresh(now, maxAge) {
+			reason = ReasonExpired
+			continue
+		}
+		if best < 0 || g.at >= gs[best].at {
+			best = i
+		}
+	}
+	return best, reason
+}
+
 // passGrant asks the Registry whether grant gs[i] may pass: its record is
 // live and the revocation states it copied are current. A single-use gate
 // uses the record up in the same step, then drops the grant from the
 // session, before the wrapped handler runs. It returns "" to pass, or the
 // reason of the refusal.
-func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grant, i int, single bool) (string, *apiError) {
+func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, i int, single bool) (string, *refusal) {
 	g := gs[i]
 	var ops [3]Op
 	var res [3]Result
@@ -321,137 +278,4 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 			Methods:   &info.Methods,
 		})
 	}
-}
-
-// pickGrant returns the index of the newest fresh grant in gs that p made
-// for the gate's scope and op with one of its methods, or -1 and the reason
-// there is none.
-func pickGrant(gs []grant, p principal, gt *gate, op []byte, now time.Time) (int, string) {
-	scope, maxAge := gt.scope, gt.maxAge
-	best, reason := -1, ReasonNoGrant
-	for i, g := range gs {
-		if !gt.accepts(g.method) {
-			continue
-		}
-		if !g.matches(p, scope, op) {
-			if op != nil && reason == ReasonNoGrant && g.matches(p, scope, g.op) && len(g.op) > 0 {
-				reason = ReasonOperationMismatch
-			}
-			continue
-		}
-		if !g.fresh(now, maxAge) {
-			reason = ReasonExpired
-			continue
-		}
-		if best < 0 || g.at >= gs[best].at {
-			best = i
-		}
-	}
-	return best, reason
-}
-
-// bindOperation buffers the body, asks the gate's Bind function for the
-// operation and returns its digest and description.
-func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *apiError) {
-	var body []byte
-	if r.Body != nil && r.Body != http.NoBody {
-		var err error
-		body, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxBindBody))
-		r.Body.Close()
-		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				return nil, "", &errTooLarge
-			}
-			return nil, "", &errBadRequest
-		}
-	}
-	rewind := func() {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	}
-	rewind()
-	op, description, err := g.bind(r)
-	rewind()
-	if err != nil {
-		s.event(r, slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
-		var oe *OperationError
-		if errors.As(err, &oe) {
-			return nil, "", oe.apiError()
-		}
-		return nil, "", &errBadOperation
-	}
-	sum := sha256.Sum256(op)
-	if clean := cleanDescription(description); clean != description {
-		s.event(r, slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
-			slog.Int("bytes", len(description)), slog.Int("kept", len(clean)))
-		description = clean
-	}
-	return sum[:], description, nil
-}
-
-// cleanDescription makes a bound operation's description safe to show as
-// what the user confirms: invisible format characters (Unicode category Cf,
-// the bidirectional controls U+202A-U+202E and U+2066-U+2069 among them)
-// are dropped, so that the text cannot be made to read otherwise than it
-// runs; control characters (Cc) become spaces; invalid UTF-8 becomes U+FFFD;
-// and it is cut to maxDescriptionLen bytes at a rune boundary.
-func cleanDescription(d string) string {
-	clean := true
-	for _, r := range d {
-		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc) {
-			clean = false
-			break
-		}
-	}
-	if clean {
-		return truncate(d, maxDescriptionLen)
-	}
-	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(d, "\uFFFD") {
-		switch {
-		case unicode.Is(unicode.Cf, r):
-		case unicode.Is(unicode.Cc, r):
-			b.WriteByte(' ')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return truncate(b.String(), maxDescriptionLen)
-}
-
-// addOperation records a refused bound operation as pending for p, so that
-// the options handler accepts its digest.
-func (s *StepUp) addOperation(w http.ResponseWriter, r *http.Request, sess *sessions.Session, p principal, digest []byte, description string, now time.Time) error {
-	var keep []operation
-	for _, o := range readOperations(sess) {
-		if o.expires >= now.Unix() && !(bytes.Equal(o.user, p.handle) && bytes.Equal(o.digest, digest)) {
-			keep = append(keep, o)
-		}
-	}
-	keep = append(keep, operation{
-		expires:     now.Add(operationTTL).Unix(),
-		user:        p.handle,
-		digest:      digest,
-		description: []byte(description), // cleaned and cut by bindOperation
-	})
-	writeOperations(sess, newest(keep, maxOperations))
-	return s.save(w, r, sess)
-}
-
-// truncate cuts s to at most n bytes at a rune boundary.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
-}
-
-// isNavigation reports whether r looks like a browser loading a page.
-func isNavigation(r *http.Request) bool {
-	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-		strings.Contains(r.Header.Get("Accept"), "text/html")
 }
