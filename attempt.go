@@ -26,7 +26,7 @@ func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (princip
 		return principal{}, false
 	}
 	if err := s.crossOrigin.Check(r); err != nil {
-		s.event(r, slog.LevelWarn, EventCrossOrigin, slog.String("origin", r.Header.Get("Origin")))
+		s.event(r, slog.LevelWarn, EventCrossOriginRefused, slog.String("origin", r.Header.Get("Origin")))
 		writeError(w, errCrossOrigin)
 		return principal{}, false
 	}

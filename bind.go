@@ -80,7 +80,7 @@ func (e *OperationError) refusal() *refusal {
 		out.status = http.StatusBadRequest
 	}
 	if !validCode(out.code) {
-		out.code = CodeInvalidRequest
+		out.code = codeInvalidRequest
 	}
 	if out.message == "" {
 		out.message = errBadOperation.message

@@ -56,7 +56,7 @@ func TestBoundGrantOpensOnlyItsOperation(t *testing.T) {
 		r := h.status(c, http.MethodPost, "/pay", changed)
 		expectError(t, r, 403, "reauthentication_required")
 	}
-	if ev := h.log.events(stepup.EventGateDenied); ev[len(ev)-1]["reason"] != stepup.ReasonOperationMismatch {
+	if ev := h.log.events(stepup.EventGateDenied); ev[len(ev)-1]["reason"] != string(stepup.ReasonOperationMismatch) {
 		t.Errorf("reason %v", ev[len(ev)-1]["reason"])
 	}
 	before := h.handled.Load()

@@ -10,23 +10,23 @@ import (
 // Error codes of the HTTP contract, sent as {"error": code, "message": ...}.
 // The codes are stable; the messages are fixed, short and for people.
 const (
-	CodeMethodNotAllowed         = "method_not_allowed"
-	CodeCrossOriginRequest       = "cross_origin_request"
-	CodeNoActiveSession          = "no_active_session"
-	CodeInternalError            = "internal_error"
-	CodeNoCredentials            = "no_credentials"
-	CodeInvalidRequest           = "invalid_request"
-	CodeRequestTooLarge          = "request_too_large"
-	CodeChallengeExpired         = "challenge_expired"
-	CodeUnknownCredential        = "unknown_credential"
-	CodeVerificationFailed       = "verification_failed"
-	CodeCredentialNotOwned       = "credential_not_owned"
-	CodeReauthenticationRequired = "reauthentication_required"
-	CodeTooManyAttempts          = "too_many_attempts"
-	CodeServiceUnavailable       = "service_unavailable"
-	CodeUnknownOperation         = "unknown_operation"
-	CodeWrongSecret              = "wrong_secret"
-	CodeMethodUnavailable        = "method_unavailable"
+	codeMethodNotAllowed         = "method_not_allowed"
+	codeCrossOriginRequest       = "cross_origin_request"
+	codeNoActiveSession          = "no_active_session"
+	codeInternalError            = "internal_error"
+	codeNoCredentials            = "no_credentials"
+	codeInvalidRequest           = "invalid_request"
+	codeRequestTooLarge          = "request_too_large"
+	codeChallengeExpired         = "challenge_expired"
+	codeUnknownCredential        = "unknown_credential"
+	codeVerificationFailed       = "verification_failed"
+	codeCredentialNotOwned       = "credential_not_owned"
+	codeReauthenticationRequired = "reauthentication_required"
+	codeTooManyAttempts          = "too_many_attempts"
+	codeServiceUnavailable       = "service_unavailable"
+	codeUnknownOperation         = "unknown_operation"
+	codeWrongSecret              = "wrong_secret"
+	codeMethodUnavailable        = "method_unavailable"
 )
 
 // refusal is stepup's one error type: what the client sees (status, code
@@ -60,27 +60,27 @@ func refuse(e refusal, level slog.Level, cause string, attrs ...slog.Attr) *refu
 }
 
 var (
-	errMethod            = refusal{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, message: "Use POST."}
-	errCrossOrigin       = refusal{status: http.StatusForbidden, code: CodeCrossOriginRequest, message: "Cross-origin requests are not allowed."}
-	errNoSession         = refusal{status: http.StatusUnauthorized, code: CodeNoActiveSession, message: "Sign in first."}
-	errInternal          = refusal{status: http.StatusInternalServerError, code: CodeInternalError, message: "Something went wrong on our side. Try again."}
-	errNoCreds           = refusal{status: http.StatusConflict, code: CodeNoCredentials, message: "This account has no passkey to confirm with."}
-	errBadRequest        = refusal{status: http.StatusBadRequest, code: CodeInvalidRequest, message: "The request is not a passkey assertion."}
-	errTooLarge          = refusal{status: http.StatusRequestEntityTooLarge, code: CodeRequestTooLarge, message: "The request body is too large."}
-	errExpired           = refusal{status: http.StatusBadRequest, code: CodeChallengeExpired, message: "The confirmation expired or was already used. Start again."}
-	errUnknownCred       = refusal{status: http.StatusNotFound, code: CodeUnknownCredential, message: "This passkey is not registered here."}
-	errVerifyFailed      = refusal{status: http.StatusBadRequest, code: CodeVerificationFailed, message: "The passkey could not be verified."}
-	errNotOwned          = refusal{status: http.StatusForbidden, code: CodeCredentialNotOwned, message: "Credential does not belong to the active user."}
-	errTooMany           = refusal{status: http.StatusTooManyRequests, code: CodeTooManyAttempts, message: "Too many attempts. Try again later."}
-	errUnavailable       = refusal{status: http.StatusServiceUnavailable, code: CodeServiceUnavailable, message: "Confirmation is unavailable right now. Try again in a moment."}
-	errBadRequestBody    = refusal{status: http.StatusBadRequest, code: CodeInvalidRequest, message: "The request body is not valid."}
-	errUnknownScope      = refusal{status: http.StatusBadRequest, code: CodeInvalidRequest, message: "There is no such scope."}
-	errBadOperation      = refusal{status: http.StatusBadRequest, code: CodeInvalidRequest, message: "The request does not describe a valid operation."}
-	errUnknownOp         = refusal{status: http.StatusBadRequest, code: CodeUnknownOperation, message: "There is no such operation waiting for confirmation."}
-	errReauthNeeded      = refusal{status: http.StatusForbidden, code: CodeReauthenticationRequired, message: "Confirm it's you to continue."}
-	errWrongSecret       = refusal{status: http.StatusBadRequest, code: CodeWrongSecret, message: "That is not right. Try again."}
-	errBadSecretBody     = refusal{status: http.StatusBadRequest, code: CodeInvalidRequest, message: "The request body is not valid: send {\"secret\": \"...\"}."}
-	errMethodUnavailable = refusal{status: http.StatusConflict, code: CodeMethodUnavailable, message: "This way of confirming is not set up for this account."}
+	errMethod            = refusal{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed, message: "Use POST."}
+	errCrossOrigin       = refusal{status: http.StatusForbidden, code: codeCrossOriginRequest, message: "Cross-origin requests are not allowed."}
+	errNoSession         = refusal{status: http.StatusUnauthorized, code: codeNoActiveSession, message: "Sign in first."}
+	errInternal          = refusal{status: http.StatusInternalServerError, code: codeInternalError, message: "Something went wrong on our side. Try again."}
+	errNoCreds           = refusal{status: http.StatusConflict, code: codeNoCredentials, message: "This account has no passkey to confirm with."}
+	errBadRequest        = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request is not a passkey assertion."}
+	errTooLarge          = refusal{status: http.StatusRequestEntityTooLarge, code: codeRequestTooLarge, message: "The request body is too large."}
+	errExpired           = refusal{status: http.StatusBadRequest, code: codeChallengeExpired, message: "The confirmation expired or was already used. Start again."}
+	errUnknownCred       = refusal{status: http.StatusNotFound, code: codeUnknownCredential, message: "This passkey is not registered here."}
+	errVerifyFailed      = refusal{status: http.StatusBadRequest, code: codeVerificationFailed, message: "The passkey could not be verified."}
+	errNotOwned          = refusal{status: http.StatusForbidden, code: codeCredentialNotOwned, message: "Credential does not belong to the active user."}
+	errTooMany           = refusal{status: http.StatusTooManyRequests, code: codeTooManyAttempts, message: "Too many attempts. Try again later."}
+	errUnavailable       = refusal{status: http.StatusServiceUnavailable, code: codeServiceUnavailable, message: "Confirmation is unavailable right now. Try again in a moment."}
+	errBadRequestBody    = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request body is not valid."}
+	errUnknownScope      = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "There is no such scope."}
+	errBadOperation      = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request does not describe a valid operation."}
+	errUnknownOp         = refusal{status: http.StatusBadRequest, code: codeUnknownOperation, message: "There is no such operation waiting for confirmation."}
+	errReauthNeeded      = refusal{status: http.StatusForbidden, code: codeReauthenticationRequired, message: "Confirm it's you to continue."}
+	errWrongSecret       = refusal{status: http.StatusBadRequest, code: codeWrongSecret, message: "That is not right. Try again."}
+	errBadSecretBody     = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request body is not valid: send {\"secret\": \"...\"}."}
+	errMethodUnavailable = refusal{status: http.StatusConflict, code: codeMethodUnavailable, message: "This way of confirming is not set up for this account."}
 )
 
 // writeRefusal writes f as the answer: the error, and Retry-After for a 429.

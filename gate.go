@@ -5,19 +5,23 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/sessions"
 )
 
-// Reasons a gate refuses, given to Config.OnReauthRequired and logged with
-// gate_denied.
+// Reason is why a gate refused a request: given to Config.OnReauthRequired
+// in [ReauthRequired] and logged as "reason" with gate_denied.
+type Reason string
+
+// The reasons a gate refuses.
 const (
-	ReasonNoGrant           = "no_grant"           // no grant of this user (and sign-in) for the gate's scope and kind
-	ReasonExpired           = "expired"            // the grant is older than maxAge, or stamped in the future
-	ReasonUsed              = "used"               // a single-use grant was already consumed
-	ReasonOperationMismatch = "operation_mismatch" // a bound grant exists, for another operation
-	ReasonRevoked           = "revoked"            // the grant was revoked (Revoke or RevokeUser)
+	ReasonNoGrant           Reason = "no_grant"           // no grant of this user (and sign-in) for the gate's scope and methods
+	ReasonExpired           Reason = "expired"            // the grant is older than maxAge, stamped in the future, or no longer recorded
+	ReasonUsed              Reason = "used"               // a single-use grant was already used
+	ReasonOperationMismatch Reason = "operation_mismatch" // a bound grant exists, for another operation
+	ReasonRevoked           Reason = "revoked"            // the grant was revoked (Revoke or RevokeUser)
 )
 
 // GateOption configures one gate made by [StepUp.RequireRecentReauth].
@@ -30,7 +34,8 @@ type gate struct {
 	scoped        bool
 	once          bool
 	bind          func(*http.Request) ([]byte, string, error)
-	methods       []string // accepted methods, in order
+	methods       []string    // accepted methods, in order
+	checked       atomic.Bool // its methods were checked against those registered
 }
 
 // Scope makes the gate pass only a grant made for the scope name, which is
@@ -59,7 +64,7 @@ func Methods(names ...string) GateOption {
 
 // ReauthRequired describes a gate's refusal, for Config.OnReauthRequired.
 type ReauthRequired struct {
-	Reason    string        // one of the Reason constants
+	Reason    Reason        // why the gate refused
 	Scope     string        // the gate's scope, "" if none
 	MaxAge    time.Duration // the gate's maxAge
 	Operation *Operation    // the operation to confirm, for a Bind gate
@@ -155,6 +160,9 @@ func validName(name string, max int, extra string) bool {
 }
 
 func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if !g.checked.Load() {
+		s.checkMethods(r, g)
+	}
 	p, ok := s.currentUser(w, r)
 	if !ok {
 		return
@@ -189,7 +197,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 // pickGrant returns the index of the newest fresh grant in gs that p made
 // for the gate's scope and op with one of its methods, or -1 and the reason
 // there is none.
-func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time) (int, string) {
+func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time) (int, Reason) {
 	scope, maxAge := gt.scope, gt.maxAge
 	best, reason := -1, ReasonNoGrant
 	for i, g := range gs {
@@ -218,7 +226,7 @@ func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time
 // uses the record up in the same step, then drops the grant from the
 // session, before the wrapped handler runs. It returns "" to pass, or the
 // reason of the refusal.
-func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, i int, single bool) (string, *refusal) {
+func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, i int, single bool) (Reason, *refusal) {
 	g := gs[i]
 	var ops [3]Op
 	var res [3]Result
@@ -250,7 +258,7 @@ func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *session
 // refuseAtGate answers a request the gate refuses: the 403 (or redirect, or
 // the application's OnReauthRequired), after recording a bound operation as
 // pending.
-func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, reason string, op []byte, description string) {
+func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, reason Reason, op []byte, description string) {
 	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user)}
 	if g.bind != nil {
 		info.Operation = &Operation{Digest: b64(op), Description: description}
@@ -261,7 +269,7 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 		}
 	}
 	s.event(r, slog.LevelInfo, EventGateDenied, userAttr(p.handle), slog.String("path", r.URL.Path),
-		slog.String("reason", reason), slog.String("scope", g.scope))
+		slog.String("reason", string(reason)), slog.String("scope", g.scope))
 	switch {
 	case s.onReauthRequired != nil:
 		w.Header().Set("Cache-Control", "no-store")
@@ -277,5 +285,21 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 			Operation: info.Operation,
 			Methods:   &info.Methods,
 		})
+	}
+}
+
+// checkMethods logs, at a gate's first request, every method it names that
+// was never registered (with MethodHandler, or a method that finishes on
+// another request): nobody can pass the gate with it. A gate may be made
+// before the handlers are mounted, so this cannot be checked, nor panic, when
+// it is made.
+func (s *StepUp) checkMethods(r *http.Request, g *gate) {
+	if g.checked.Swap(true) {
+		return
+	}
+	for _, name := range g.methods {
+		if _, known := s.methods.Load(name); !known && name != MethodPasskey {
+			s.event(r, slog.LevelError, EventUnknownMethod, slog.String("method", name), slog.String("path", r.URL.Path))
+		}
 	}
 }

@@ -241,7 +241,7 @@ func TestOnceGrantIsConsumed(t *testing.T) {
 	expectError(t, h.status(c, http.MethodPost, "/once", nil), 403, "reauthentication_required")
 	h.setStepupCookie(c, kept) // the copy from before it was used
 	expectError(t, h.status(c, http.MethodPost, "/once", nil), 403, "reauthentication_required")
-	if ev := h.log.events(stepup.EventGateDenied); ev[len(ev)-1]["reason"] != stepup.ReasonUsed {
+	if ev := h.log.events(stepup.EventGateDenied); ev[len(ev)-1]["reason"] != string(stepup.ReasonUsed) {
 		t.Errorf("reason %v, want used", ev[len(ev)-1]["reason"])
 	}
 }

@@ -132,12 +132,12 @@ func withPassed(r *http.Request, user webauthn.User, g grantRecord) *http.Reques
 	return r.WithContext(&passed{Context: r.Context(), user: user, grant: g})
 }
 
-// LastReauth returns the signed-in user's newest grant held by the step-up
+// LatestGrant returns the signed-in user's newest grant held by the step-up
 // session (of any scope and method, for this sign-in session, see
 // [SignInIdentifier]), for pages that say "You last confirmed it's you ...".
 // It does not judge freshness nor ask the Registry whether the grant was
 // used or revoked.
-func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) {
+func (s *StepUp) LatestGrant(r *http.Request) (Grant, bool) {
 	p, err := s.principal(r)
 	if err != nil {
 		return Grant{}, false
@@ -154,3 +154,8 @@ func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) {
 	}
 	return gs[best].export(), true
 }
+
+// LastReauth is LatestGrant.
+//
+// Deprecated: use [StepUp.LatestGrant]; LastReauth goes at v1.
+func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) { return s.LatestGrant(r) }

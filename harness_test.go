@@ -320,7 +320,7 @@ func (h *harness) instanceWith(cfg stepup.Config) (*stepup.StepUp, *httptest.Ser
 		}
 	})
 	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
-		if at, ok := su.LastReauth(r); ok {
+		if at, ok := su.LatestGrant(r); ok {
 			io.WriteString(w, at.At.UTC().Format(time.RFC3339))
 		}
 	})

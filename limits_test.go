@@ -292,17 +292,17 @@ func TestOptionsAreBoundedPerUser(t *testing.T) {
 			t.Fatalf("options: %d %s", r.status, r.raw)
 		}
 	}
-	if issued["alice"] != stepup.DefaultMaxStepUps || issued["bob"] != stepup.DefaultMaxStepUps {
-		t.Errorf("issued %v, want %d each", issued, stepup.DefaultMaxStepUps)
+	if issued["alice"] != 10 || issued["bob"] != 10 {
+		t.Errorf("issued %v, want %d each", issued, 10)
 	}
 	// Per user: a challenge and a session state per ceremony, the user's
 	// state and the step-up count.
-	if n, want := h.registry.Len(), 2*(2*stepup.DefaultMaxStepUps+2); n != want {
+	if n, want := h.registry.Len(), 2*(2*10+2); n != want {
 		t.Errorf("options calls left %d registry entries, want %d", n, want)
 	}
 	h.clock.AdvanceSeconds(121) // the challenges expire; the states stay for their grants
 	h.do(h.client("alice"), http.MethodPost, "/api/reauth/options", nil, nil)
-	if n := h.registry.Len(); n > 2*(stepup.DefaultMaxStepUps+2)+2 {
+	if n := h.registry.Len(); n > 2*(10+2)+2 {
 		t.Errorf("%d registry entries after the challenges expired", n)
 	}
 }

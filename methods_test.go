@@ -353,6 +353,24 @@ func TestWhatTheGrantProved(t *testing.T) {
 	}
 }
 
+// TestGateNamingAnUnknownMethodIsLogged: a gate that accepts "totp", which
+// no MethodHandler registered, logs unknown_method at ERROR once, at its
+// first request (the gate is made before the handlers may be mounted), and
+// a gate whose methods are all known logs nothing.
+func TestGateNamingAnUnknownMethodIsLogged(t *testing.T) {
+	t.Parallel()
+	h := methodHarness(t)
+	c := h.client("alice")
+	for range 3 {
+		h.status(c, http.MethodPost, "/totp-only", nil)
+		h.status(c, http.MethodPost, "/either", nil)
+	}
+	ev := h.log.events(stepup.EventUnknownMethod)
+	if len(ev) != 1 || ev[0]["level"] != "ERROR" || ev[0]["method"] != "totp" || ev[0]["path"] != "/totp-only" {
+		t.Errorf("unknown_method events %v", ev)
+	}
+}
+
 func TestMethodHandlerAndMethodsPanicOnNonsense(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)

@@ -111,7 +111,7 @@ func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(errs) == 0 {
-		s.event(r, slog.LevelInfo, EventRevoked, slog.Int("grants", len(gs)), slog.Int("sessions", len(targets)), slog.String("by", "Revoke"))
+		s.event(r, slog.LevelInfo, EventGrantsRevoked, slog.Int("grants", len(gs)), slog.Int("sessions", len(targets)), slog.String("by", "Revoke"))
 	}
 	return errors.Join(errs...)
 }
@@ -167,6 +167,6 @@ func (s *StepUp) RevokeUser(ctx context.Context, handle []byte) error {
 	if err := s.replaceState(ctx, epochKey(handle)); err != nil {
 		return fmt.Errorf("stepup: RevokeUser: %w", err)
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, EventRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
+	s.log.LogAttrs(ctx, slog.LevelInfo, EventGrantsRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
 	return nil
 }

@@ -70,7 +70,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	}
 	c := h.client("alice")
 	h.users.lookupHook.Store(&revoke)
-	expectError(t, h.verify(c, h.assert(h.options(c))), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.verify(c, h.assert(h.options(c))), http.StatusBadRequest, "challenge_expired")
 	h.users.lookupHook.Store(nil)
 	h.expectNoGrant(c)
 	if ev := h.log.events(stepup.EventReauthFailed); len(ev) != 1 || ev[0]["cause"] != "revoked while the ceremony ran" {
@@ -78,7 +78,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	}
 
 	h.users.checkHook.Store(&revoke)
-	expectError(t, h.password(c, "alice-secret"), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.password(c, "alice-secret"), http.StatusBadRequest, "challenge_expired")
 	h.users.checkHook.Store(nil)
 	if h.passes(c, http.MethodPost, "/either", nil) {
 		t.Fatal("a method in flight during RevokeUser granted")
@@ -86,7 +86,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	// Options before RevokeUser, verify after: the same.
 	o := h.options(c)
 	revoke()
-	expectError(t, h.verify(c, h.assert(o)), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.verify(c, h.assert(o)), http.StatusBadRequest, "challenge_expired")
 	h.expectNoGrant(c)
 	// A ceremony started afterwards is granted.
 	h.reauth(c)
@@ -186,7 +186,7 @@ func TestRevokeUserEndsEveryGrantOfTheUser(t *testing.T) {
 	h.expectNoGrant(laptop)
 	h.expectNoGrant(phone)
 	h.expectGrant(bob)
-	if len(h.log.events(stepup.EventRevoked)) != 1 {
+	if len(h.log.events(stepup.EventGrantsRevoked)) != 1 {
 		t.Errorf("grants_revoked events: %s", h.log)
 	}
 	h.clock.AdvanceSeconds(6) // past the clock-skew allowance

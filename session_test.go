@@ -223,10 +223,10 @@ func TestStepUpCookieDecodedOncePerRequest(t *testing.T) {
 	// inner is the gated handler; it loads the session again, as an
 	// application handler may.
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := counter.Get(r, stepup.DefaultSessionName); err != nil {
+		if _, err := counter.Get(r, "stepup"); err != nil {
 			t.Error(err)
 		}
-		if _, ok := e.su.LastReauth(r); !ok {
+		if _, ok := e.su.LatestGrant(r); !ok {
 			t.Error("LastReauth found no grant inside the gate")
 		}
 	})
@@ -247,7 +247,7 @@ func TestStepUpCookieDecodedOncePerRequest(t *testing.T) {
 			r := e.request(http.MethodGet, "/sensitive", nil, tc.cookie)
 			before := counter.decodes.Load()
 			if tc.preloaded {
-				if _, err := counter.Get(r, stepup.DefaultSessionName); err != nil {
+				if _, err := counter.Get(r, "stepup"); err != nil {
 					t.Fatal(err)
 				}
 			}

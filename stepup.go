@@ -94,12 +94,12 @@ type Config struct {
 
 // Defaults used by [New] for zero [Config] fields.
 const (
-	DefaultSessionName   = "stepup"
-	DefaultChallengeTTL  = 2 * time.Minute
+	defaultSessionName   = "stepup"
+	defaultChallengeTTL  = 2 * time.Minute
 	DefaultMaxFailures   = 5
-	DefaultFailureWindow = 15 * time.Minute
-	DefaultMaxStepUps    = 10
-	DefaultStepUpWindow  = time.Minute
+	defaultFailureWindow = 15 * time.Minute
+	defaultMaxStepUps    = 10
+	defaultStepUpWindow  = time.Minute
 )
 
 // StepUp is the configured step-up middleware and its ceremony handlers. It
@@ -172,10 +172,10 @@ func New(cfg Config) (*StepUp, error) {
 	}
 	s.signIns, _ = cfg.Users.(SignInIdentifier)
 	if s.name == "" {
-		s.name = DefaultSessionName
+		s.name = defaultSessionName
 	}
 	if s.ttl == 0 {
-		s.ttl = DefaultChallengeTTL
+		s.ttl = defaultChallengeTTL
 	}
 	if s.ttl < time.Second {
 		return nil, fmt.Errorf("%w: ChallengeTTL must be at least one second", ErrInvalidConfig)
@@ -193,13 +193,13 @@ func New(cfg Config) (*StepUp, error) {
 		s.maxFailures = DefaultMaxFailures
 	}
 	if s.window == 0 {
-		s.window = DefaultFailureWindow
+		s.window = defaultFailureWindow
 	}
 	if s.maxStepUps == 0 {
-		s.maxStepUps = DefaultMaxStepUps
+		s.maxStepUps = defaultMaxStepUps
 	}
 	if s.stepUpWindow == 0 {
-		s.stepUpWindow = DefaultStepUpWindow
+		s.stepUpWindow = defaultStepUpWindow
 	}
 	if cfg.ReauthURL != "" {
 		u, err := url.Parse(cfg.ReauthURL)
@@ -226,7 +226,7 @@ func checkStoreCanSave(store sessions.Store, name string) error {
 		return nil
 	}
 	if name == "" {
-		name = DefaultSessionName
+		name = defaultSessionName
 	}
 	if len(codecs) == 0 {
 		return errors.New("it has no key")

@@ -22,9 +22,19 @@ const maxVerifyBody = 16 << 10
 // POST /api/reauth/verify. The body is the JSON of
 // PublicKeyCredential.toJSON() for the assertion.
 //
-// It runs the checks of serveVerify in order (the README's HTTP contract
-// lists them) and records the grant only when all pass. See the package
-// documentation for the statuses.
+// In order, and each refusing with its own status: the request (POST, same
+// origin, someone signed in); the body (an assertion of at most 16 KiB); the
+// challenge (pending in this session, issued to this user, unexpired); the
+// claim (one unit of the failure limit and the challenge, in one atomic
+// Registry step: 429 over the limit, 400 challenge_expired when used or
+// expired); the credential (404 unknown_credential only when no user has
+// it); the signature and flags (go-webauthn, user verification required;
+// 400 verification_failed); the owner (403 credential_not_owned unless the
+// signed-in user's); the record (the counter value once, the revocation
+// state unchanged since the ceremony started, the grant recorded); the
+// application's UpdateCredential; and the session. It grants only when all
+// pass, answering {"status": "ok", "reauthenticated_at": RFC 3339}. The
+// HTTP contract in docs/ lists every status.
 func (s *StepUp) VerifyHandler() http.Handler {
 	return http.HandlerFunc(s.serveVerify)
 }
