@@ -475,9 +475,11 @@ const backgroundOf = `((el) => {
 })`
 
 // testNonTextContrast: the example's focus ring and field borders have a
-// contrast of at least 3:1 (WCAG 1.4.11) with what is next to them.
+// contrast of at least 3:1 (WCAG 1.4.11) with what is next to them: on the
+// home page, fields and buttons on white cards, a summary, and the
+// footer's link on the grey page.
 func testNonTextContrast(t *testing.T, e *env) {
-	e.signUpWithPassword("Ada", "correct horse")
+	e.navigate("/")
 	e.waitFor(`document.body.dataset.ready === "true"`) // the page's buttons enabled
 	type ratio struct {
 		What  string  `json:"what"`
@@ -486,16 +488,16 @@ func testNonTextContrast(t *testing.T, e *env) {
 	ratios := eval[[]ratio](e, `(() => {
 		const contrast = `+contrastOf+`, background = `+backgroundOf+`;
 		const out = [];
-		for (const sel of ["#payment-to", "#password-new"]) {
+		for (const sel of ["#signup-name", "#signin-password"]) {
 			const f = document.querySelector(sel), s = getComputedStyle(f);
 			out.push({ what: sel + " border / field", ratio: contrast(s.borderTopColor, s.backgroundColor) });
 			out.push({ what: sel + " border / card", ratio: contrast(s.borderTopColor, background(f.parentElement)) });
 		}
-		for (const sel of ["#payment-to", "#payment-submit", "#signout-button", "#data-link"]) {
+		for (const sel of ["#signin-name", "#signup-submit", "#signin-button", "#signup-password-details summary", "footer a"]) {
 			const el = document.querySelector(sel);
 			el.focus({ focusVisible: true });
 			const s = getComputedStyle(el);
-			if (s.outlineStyle === "none" || parseFloat(s.outlineWidth) < 2) {
+			if (document.activeElement !== el || s.outlineStyle === "none" || parseFloat(s.outlineWidth) < 2) {
 				out.push({ what: sel + " focus ring " + s.outlineStyle + " " + s.outlineWidth, ratio: 0 });
 				continue;
 			}
@@ -508,6 +510,9 @@ func testNonTextContrast(t *testing.T, e *env) {
 		if r.Ratio < 3 {
 			t.Errorf("%s: contrast %.2f:1, want at least 3:1", r.What, r.Ratio)
 		}
+	}
+	if len(ratios) != 9 {
+		t.Errorf("measured %d contrasts, want 9", len(ratios))
 	}
 }
 
