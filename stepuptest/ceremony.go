@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // HTTPError is a non-200 answer of the options or verify endpoint, with the
@@ -22,11 +23,15 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("stepuptest: %s answered %d %s: %s", e.Step, e.Status, e.Code, e.Message)
 }
 
-// Request is what a client may ask of the options handler: a grant for a
-// scope, or for a bound operation (its digest from the gate's 403 body).
+// Request is what a client may ask of the options handler (or a method
+// handler): a grant for a scope, or for a bound operation (its digest from
+// the gate's 403 body), and a step-up token too (with Config.Tokens), for
+// all of the token audiences or one.
 type Request struct {
 	Scope     string `json:"scope,omitempty"`
 	Operation string `json:"operation,omitempty"`
+	Token     bool   `json:"token,omitempty"`
+	Audience  string `json:"audience,omitempty"`
 }
 
 // Options posts to optionsURL with client (whose cookie jar carries the
@@ -184,4 +189,70 @@ func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoint
 		}
 	}
 	return client.Do(retry)
+}
+
+// Token is a step-up token a ceremony answered with.
+type Token struct {
+	Value     string    // the compact JWS, for the Stepup-Token header
+	ExpiresAt time.Time // its exp
+}
+
+// StepUpToken runs the ceremony at baseURL as [Authenticator.ReauthenticateFor]
+// does, asking for a step-up token (req.Token is set for you), and returns
+// the token. client may keep no cookies at all (see [Users.BearerClient]):
+// with Config.Tokens the challenge carries its own state.
+func (a *Authenticator) StepUpToken(ctx context.Context, client *http.Client, baseURL string, req Request, opts ...Option) (Token, error) {
+	return a.StepUpTokenAt(ctx, client, DefaultEndpoints(baseURL), req, opts...)
+}
+
+// StepUpTokenAt is [Authenticator.StepUpToken] for handlers mounted at ep.
+func (a *Authenticator) StepUpTokenAt(ctx context.Context, client *http.Client, ep Endpoints, req Request, opts ...Option) (Token, error) {
+	req.Token = true
+	options, err := OptionsFor(ctx, client, ep.Options, req)
+	if err != nil {
+		return Token{}, err
+	}
+	assertion, err := a.Get(options, opts...)
+	if err != nil {
+		return Token{}, err
+	}
+	body, err := Verify(ctx, client, ep.Verify, assertion)
+	if err != nil {
+		return Token{}, err
+	}
+	return readToken(body)
+}
+
+// MethodToken steps up through a method handler (such as a password one)
+// at methodURL with secret, asking for a step-up token, and returns it.
+func MethodToken(ctx context.Context, client *http.Client, methodURL, secret string, req Request) (Token, error) {
+	req.Token = true
+	body, err := json.Marshal(struct {
+		Secret string `json:"secret"`
+		Request
+	}{secret, req})
+	if err != nil {
+		return Token{}, err
+	}
+	res, err := post(ctx, client, "method", methodURL, body)
+	if err != nil {
+		return Token{}, err
+	}
+	return readToken(res)
+}
+
+// readToken reads the token of a successful ceremony's body.
+func readToken(body []byte) (Token, error) {
+	var res struct {
+		Token          string `json:"token"`
+		TokenExpiresAt string `json:"token_expires_at"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil || res.Token == "" {
+		return Token{}, fmt.Errorf("stepuptest: the ceremony answered no token: %s", body)
+	}
+	exp, err := time.Parse(time.RFC3339, res.TokenExpiresAt)
+	if err != nil {
+		return Token{}, fmt.Errorf("stepuptest: token_expires_at %q: %v", res.TokenExpiresAt, err)
+	}
+	return Token{Value: res.Token, ExpiresAt: exp}, nil
 }
