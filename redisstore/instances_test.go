@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
@@ -29,6 +28,18 @@ var backends = []struct {
 }{
 	{"redis", func(t *testing.T) *app { return newApp(t, sharedRedis(t)) }},
 	{"cluster", newClusterApp},
+}
+
+// newClusterApp is newApp with its registry on the shared cluster, through
+// a cluster client of each instance's own.
+func newClusterApp(t *testing.T) *app {
+	t.Helper()
+	c, p := sharedCluster(t), prefix(t)
+	a := newApp(t, nil)
+	a.newReg = func() stepup.Registry {
+		return redisstore.New(c.client(t), redisstore.WithKeyPrefix(p))
+	}
+	return a
 }
 
 func TestAcrossInstancesOptionsOnOneVerifyOnOtherPass(t *testing.T) {
@@ -461,9 +472,6 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	one.reauth(c)
 	two.expectGrant(c)
 }
-
-// b64 is how stepup writes a user handle in a registry key's hash tag.
-func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 // storeFailures counts the store_failed events of the given store.
 func storeFailures(a *app, store string) int {
