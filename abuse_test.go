@@ -66,10 +66,15 @@ func TestOneAccountCannotDenyStepUpToOthers(t *testing.T) {
 			}
 		})
 	}
-	// Ten minutes of simulated time: every 10 s each victim steps up once.
+	// Ten minutes of simulated time: every 10 s each victim steps up once,
+	// in their browser.
+	clients := map[string]*http.Client{}
+	for _, v := range victims {
+		clients[v] = h.client(v)
+	}
 	for round := range 60 {
 		for _, v := range victims {
-			c := h.client(v)
+			c := clients[v]
 			if err := h.auth.Reauthenticate(h.ctx(), c, h.srv.URL); err != nil {
 				close(stop)
 				attackers.Wait()

@@ -364,22 +364,3 @@ func (s *decodeCountingStore) New(r *http.Request, name string) (*sessions.Sessi
 	}
 	return s.CookieStore.New(r, name)
 }
-
-// nopRegistry is a Registry that does nothing and remembers nothing: every
-// Lookup reads zeros. It is only for measuring what a real Registry adds to
-// the gate; with it, nothing is single use.
-type nopRegistry struct{}
-
-var nopZeros = make([]int64, 8)
-
-func (nopRegistry) Consume(context.Context, string, time.Duration) (bool, error) { return true, nil }
-func (nopRegistry) Take(context.Context, string, int, time.Duration) (bool, time.Duration, error) {
-	return true, 0, nil
-}
-func (nopRegistry) Give(context.Context, string) error                        { return nil }
-func (nopRegistry) Count(context.Context, string) (int, time.Duration, error) { return 0, 0, nil }
-func (nopRegistry) Reset(context.Context, string) error                       { return nil }
-func (nopRegistry) Mark(context.Context, string, int64, time.Duration) error  { return nil }
-func (nopRegistry) Lookup(_ context.Context, keys ...string) ([]int64, error) {
-	return nopZeros[:len(keys)], nil
-}

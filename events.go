@@ -21,6 +21,15 @@ const (
 	EventOptionsIssued   = "options_issued"
 	EventCloneDetected   = "clone_detected" // a sign counter did not advance, or a counter value came twice: possibly a cloned authenticator
 	EventRevoked         = "grants_revoked" // Revoke or RevokeUser ended grants
+	// EventMethodError: a Method's Available or Check returned an error
+	// other than ErrWrongSecret (logged at ERROR; "function" says which).
+	// The attempt keeps its units of the limits.
+	EventMethodError = "method_error"
+	// EventWebAuthnFailed: go-webauthn could not make request options.
+	EventWebAuthnFailed = "webauthn_failed"
+	// EventDescriptionCleaned: a Bind function's description held format
+	// or control characters, which were removed before it was shown.
+	EventDescriptionCleaned = "description_cleaned"
 )
 
 // event logs a security event.

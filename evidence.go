@@ -19,15 +19,17 @@ var ErrEvidenceInvalid = errors.New("stepup: evidence does not verify")
 // Evidence is what proves, later and offline, that a user confirmed one
 // bound operation with a passkey: the signed assertion and the values its
 // challenge commits to. The challenge was
-// SHA-256("stepup/bind/v1" ‖ Nonce ‖ User ‖ Scope ‖ OperationDigest) (each
-// variable-length field preceded by its length), so the authenticator's
-// signature covers the user, the scope and the operation. At is the only
-// field the signature does not cover: it is the server's record of when.
+// SHA-256("stepup/bind/v2" ‖ Nonce ‖ User ‖ Scope ‖ OperationDigest ‖
+// SHA-256(Description)) (each variable-length field preceded by its
+// length), so the authenticator's signature covers the user, the scope, the
+// operation and the description the user was shown. At is the only field
+// the signature does not cover: it is the server's record of when.
 type Evidence struct {
 	User              []byte    // the user handle (signed, through the challenge)
 	CredentialID      []byte    // the passkey that signed (its key verifies the signature)
 	Scope             string    // the grant's scope, "" if none (signed, through the challenge)
 	OperationDigest   []byte    // SHA-256 of the operation's canonical bytes (signed)
+	Description       string    // the description shown to the user, as cleaned by the gate (signed, hashed)
 	Nonce             []byte    // the 32 random bytes of the challenge
 	ClientDataJSON    []byte    // as signed
 	AuthenticatorData []byte    // as signed
@@ -57,8 +59,8 @@ type EvidencePolicy struct {
 // (COSE, as in webauthn.Credential.PublicKey) and policy: the signature over
 // the authenticator data and client data, the RP ID hash, the user present
 // and verified flags, the ceremony type, the origin (and crossOrigin and
-// topOrigin), and that the signed challenge commits to Nonce, User, Scope
-// and OperationDigest. To check that it confirmed a given operation, also
+// topOrigin), and that the signed challenge commits to Nonce, User, Scope,
+// OperationDigest and Description. To check that it confirmed a given operation, also
 // compare OperationDigest with SHA-256 of that operation's canonical bytes.
 func (e Evidence) Verify(publicKey []byte, policy EvidencePolicy) error {
 	if policy.RPID == "" || len(policy.Origins) == 0 {
@@ -99,21 +101,24 @@ func (e Evidence) Verify(publicKey []byte, policy EvidencePolicy) error {
 		return fmt.Errorf("%w: top origin %q is not allowed", ErrEvidenceInvalid, cd.TopOrigin)
 	}
 	if len(e.OperationDigest) != sha256.Size || len(e.Nonce) == 0 || len(e.User) == 0 ||
-		cd.Challenge != b64(boundChallenge(e.Nonce, e.User, e.Scope, e.OperationDigest)) {
-		return fmt.Errorf("%w: the challenge does not commit to this user, scope and operation", ErrEvidenceInvalid)
+		cd.Challenge != b64(boundChallenge(e.Nonce, e.User, e.Scope, e.OperationDigest, e.Description)) {
+		return fmt.Errorf("%w: the challenge does not commit to this user, scope, operation and description", ErrEvidenceInvalid)
 	}
 	return nil
 }
 
 // boundChallenge is the challenge of a bound ceremony: it commits to the
-// nonce, the user, the scope and the operation digest.
-func boundChallenge(nonce, user []byte, scope string, digest []byte) []byte {
+// nonce, the user, the scope, the operation digest and the description
+// shown.
+func boundChallenge(nonce, user []byte, scope string, digest []byte, description string) []byte {
 	h := sha256.New()
-	h.Write([]byte("stepup/bind/v1"))
+	h.Write([]byte("stepup/bind/v2"))
 	for _, field := range [][]byte{nonce, user, []byte(scope)} {
 		h.Write([]byte{byte(len(field))})
 		h.Write(field)
 	}
 	h.Write(digest)
+	d := sha256.Sum256([]byte(description))
+	h.Write(d[:])
 	return h.Sum(nil)
 }

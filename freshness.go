@@ -26,10 +26,18 @@ const (
 	keyGrants     = "stepup.grants"
 	keyPending    = "stepup.pending"
 	keyOperations = "stepup.operations"
+	keySessionID  = "stepup.sid"
 
 	// recordVersion 2 added the method, AMR, credential and flags of a
-	// grant. A session written by another version holds nothing.
-	recordVersion = 2
+	// grant; 3 the session tag and the revocation states a grant and a
+	// pending ceremony copy, and the description a bound ceremony shows. A
+	// session written by another version holds nothing.
+	recordVersion = 3
+
+	// sessionIDLen is the length of a session tag: the sign-in tag, or the
+	// random ID kept in the step-up session when the UserStore does not
+	// name its sign-in sessions.
+	sessionIDLen = 16
 
 	// signInTagLen is the length of the tag that binds a grant to the
 	// application's sign-in session: a truncated SHA-256 of its ID.
@@ -65,9 +73,13 @@ const (
 // sign-in session (a tag derived from the application's sign-in ID, or empty
 // when the UserStore does not name its sign-in sessions), for which scope
 // ("" for none) and operation digest (empty unless bound), a random ID
-// under which a single-use gate consumes it, and how: the method's name, its
+// under which the Registry records it, and how: the method's name, its
 // AMR values (space-separated), for a passkey its credential ID, and flags.
+// It also carries the revocation states it copied when its ceremony
+// started: the user's (RevokeUser) and its session's (Revoke), with the
+// session's tag.
 type grant struct {
+	revocation
 	at     int64
 	signIn []byte
 	user   []byte
@@ -80,6 +92,16 @@ type grant struct {
 	flags  int64
 }
 
+// revocation is the revocation state a ceremony copies when it starts and
+// its grant keeps: the session tag, and the values under the user's
+// epochKey and the session's sessionKey. A gate passes the grant only while
+// the Registry holds the same values; RevokeUser and Revoke replace them.
+type revocation struct {
+	sid       []byte
+	userEpoch int64
+	sessEpoch int64
+}
+
 // Grant flags.
 const grantBackedUp = 1 // the passkey was backed up (synced)
 
@@ -87,6 +109,7 @@ const grantBackedUp = 1 // the passkey was backed up (synced)
 // Now), the challenge, who it was issued to, the scope, and for a bound
 // ceremony the nonce and operation digest the challenge commits to.
 type pending struct {
+	revocation
 	expires   int64
 	challenge []byte
 	user      []byte
@@ -169,9 +192,32 @@ func encodeList[T any](items []T, record func(writer, T) writer) []byte {
 	return w
 }
 
+// The session tag of a revocation is not written: it is the record's
+// sign-in tag, or else the step-up session's own ID (keySessionID), which
+// readGrants and readPending fill in.
+func (w writer) revocation(v revocation) writer {
+	return w.int(v.userEpoch).int(v.sessEpoch)
+}
+
+func (r *reader) revocation() revocation {
+	return revocation{userEpoch: r.int(), sessEpoch: r.int()}
+}
+
+// sessionTagOf returns the session tag of a record of sess with sign-in tag
+// signIn.
+func sessionTagOf(sess *sessions.Session, signIn []byte) []byte {
+	if len(signIn) == sessionIDLen {
+		return signIn
+	}
+	if id := value(sess, keySessionID); len(id) == sessionIDLen {
+		return id
+	}
+	return nil
+}
+
 func writeGrant(w writer, g grant) writer {
 	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
-		bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags)
+		bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags).revocation(g.revocation)
 }
 
 func readGrantRecord(r reader) (grant, reader) {
@@ -187,11 +233,13 @@ func readGrantRecord(r reader) (grant, reader) {
 		cred:   r.bytes(0, maxCredentialIDLen),
 		flags:  r.int(),
 	}
+	g.revocation = r.revocation()
 	return g, r // after the reads: operands of one statement have no set order
 }
 
 func writePendingRecord(w writer, p pending) writer {
-	return w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op)
+	return w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op).
+		revocation(p.revocation)
 }
 
 func readPendingRecord(r reader) (pending, reader) {
@@ -203,6 +251,7 @@ func readPendingRecord(r reader) (pending, reader) {
 		nonce:     r.bytes(0, 32),
 		op:        r.bytes(0, 32),
 	}
+	p.revocation = r.revocation()
 	return p, r // after the reads: operands of one statement have no set order
 }
 
@@ -267,6 +316,9 @@ func put(sess *sessions.Session, key string, b []byte, empty bool) {
 // array of maxGrants does not).
 func readGrants(dst []grant, sess *sessions.Session) []grant {
 	gs, _ := decodeGrants(dst, value(sess, keyGrants))
+	for i := range gs {
+		gs[i].sid = sessionTagOf(sess, gs[i].signIn)
+	}
 	return gs
 }
 

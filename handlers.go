@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
+	"github.com/gorilla/sessions"
 )
 
 // OptionsHandler starts a step-up ceremony. Mount it at
@@ -60,49 +61,21 @@ func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (princip
 	return s.currentUser(w, r)
 }
 
-// underLimits reports whether the user may start a ceremony: fewer than
-// MaxFailures failures and MaxStepUps attempts in their windows. It only
-// reads (the verify handler takes its units atomically); it writes the
-// refusal and returns false otherwise.
-func (s *StepUp) underLimits(w http.ResponseWriter, r *http.Request, uid []byte) bool {
-	keys := [2]string{failureKey(uid), stepUpKey(uid)}
-	counts, err := s.registry.Lookup(r.Context(), keys[:]...)
-	if err == nil && len(counts) != len(keys) {
-		err = fmt.Errorf("Lookup returned %d values for %d keys", len(counts), len(keys))
-	}
-	if err != nil {
-		s.storeFailed(r, "registry", err)
-		writeError(w, errUnavailable)
-		return false
-	}
-	limits := [2]int{s.maxFailures, s.maxStepUps}
-	names := [2]string{"failures", "step-ups"}
-	for i, n := range counts {
-		if n < int64(limits[i]) {
-			continue
-		}
-		_, retry, err := s.registry.Count(r.Context(), keys[i])
-		if err != nil {
-			s.storeFailed(r, "registry", err)
-			writeError(w, errUnavailable)
-			return false
-		}
-		s.rateLimited(w, r, uid, retry, names[i])
-		return false
-	}
-	return true
+// tooMany is the 429 refusal for a user over a limit ("failures" or
+// "step-ups"), with Retry-After the time left in the limit's window in
+// whole seconds, rounded up. It logs rate_limited.
+func (s *StepUp) tooMany(r *http.Request, handle []byte, retry time.Duration, limit string) *refusal {
+	secs := max(int64((retry+time.Second-1)/time.Second), 1)
+	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs), slog.String("limit", limit))
+	return &refusal{e: errTooMany, retry: secs, limited: true}
 }
 
-// rateLimited answers 429 with Retry-After in whole seconds, rounded up;
-// limit names the limit reached ("failures" or "step-ups").
-func (s *StepUp) rateLimited(w http.ResponseWriter, r *http.Request, handle []byte, retry time.Duration, limit string) {
-	secs := int64((retry + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
+// writeRefusal writes f as the answer: the error, and Retry-After for a 429.
+func writeRefusal(w http.ResponseWriter, f *refusal) {
+	if f.retry > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(f.retry, 10))
 	}
-	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs), slog.String("limit", limit))
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	writeError(w, errTooMany)
+	writeError(w, f.e)
 }
 
 // currentUser asks the application for the signed-in user. It writes 401 when
@@ -236,7 +209,7 @@ const maxOptionsBody = 4 << 10
 
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.ceremonyCaller(w, r)
-	if !ok || !s.underLimits(w, r, p.handle) {
+	if !ok {
 		return
 	}
 	now := s.now()
@@ -245,44 +218,32 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	if e == nil {
 		op, e = s.requestedGrant(r, p, req.grantRequest, now)
 	}
+	if e == nil && len(p.user.WebAuthnCredentials()) == 0 {
+		e = &errNoCreds
+	}
 	if e != nil {
 		writeError(w, *e)
-		return
-	}
-	if len(p.user.WebAuthnCredentials()) == 0 {
-		writeError(w, errNoCreds)
 		return
 	}
 	sess := s.session(r)
 	next := pending{expires: now.Add(s.ttl).Unix(), user: p.handle, scope: []byte(req.Scope)}
 	var bound *Operation
+	next.challenge = make([]byte, 32)
+	rand.Read(next.challenge)
 	if op != nil {
-		next.op = op.digest
-		next.nonce = make([]byte, 32)
-		rand.Read(next.nonce)
-		next.challenge = boundChallenge(next.nonce, p.handle, req.Scope, op.digest)
+		// The challenge commits to what the user confirms.
+		next.op, next.nonce = op.digest, next.challenge
+		next.challenge = boundChallenge(next.nonce, p.handle, req.Scope, op.digest, string(op.description))
 		bound = &Operation{Digest: req.Operation, Description: string(op.description)}
 	}
-
-	loginOpts := []webauthn.LoginOption{webauthn.WithUserVerification(protocol.VerificationRequired), s.withTimeout}
-	if next.challenge != nil {
-		loginOpts = append(loginOpts, webauthn.WithChallenge(next.challenge))
+	opts, f := s.requestOptions(r, p, next.challenge)
+	if f == nil {
+		next.revocation, f = s.startCeremony(r, p, sess, next.challenge)
 	}
-	assertion, _, err := s.wa.BeginLogin(p.user, loginOpts...)
-	if err != nil {
-		s.storeFailed(r, "webauthn", fmt.Errorf("BeginLogin: %w", err))
-		writeError(w, errInternal)
+	if f != nil {
+		writeRefusal(w, f)
 		return
 	}
-	opts := assertion.Response
-	if len(opts.AllowedCredentials) == 0 || opts.UserVerification != protocol.VerificationRequired {
-		// BeginLogin builds the list from the same credentials; this is the
-		// last line against a discoverable (anyone's passkey) ceremony.
-		s.storeFailed(r, "webauthn", errors.New("BeginLogin made unconstrained request options"))
-		writeError(w, errInternal)
-		return
-	}
-	next.challenge = opts.Challenge
 	writePending(sess, newest(append(livePending(readPending(sess), now), next), maxPending))
 	if err := s.save(w, r, sess); err != nil {
 		s.storeFailed(r, "session", err)
@@ -290,7 +251,48 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
-	writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(&opts), bound})
+	writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(opts), bound})
+}
+
+// requestOptions asks go-webauthn for the request options of challenge:
+// exactly p's credentials, user verification required.
+func (s *StepUp) requestOptions(r *http.Request, p principal, challenge []byte) (*protocol.PublicKeyCredentialRequestOptions, *refusal) {
+	loginOpts := []webauthn.LoginOption{webauthn.WithUserVerification(protocol.VerificationRequired), s.withTimeout,
+		webauthn.WithChallenge(challenge)}
+	assertion, _, err := s.wa.BeginLogin(p.user, loginOpts...)
+	if err != nil {
+		s.event(r, slog.LevelError, EventWebAuthnFailed, userAttr(p.handle), slog.String("cause", "BeginLogin: "+err.Error()))
+		return nil, refuse(errInternal, slog.LevelError, "")
+	}
+	opts := &assertion.Response
+	if len(opts.AllowedCredentials) == 0 || opts.UserVerification != protocol.VerificationRequired {
+		// BeginLogin builds the list from the same credentials; this is the
+		// last line against a discoverable (anyone's passkey) ceremony.
+		s.event(r, slog.LevelError, EventWebAuthnFailed, userAttr(p.handle), slog.String("cause", "BeginLogin made unconstrained request options"))
+		return nil, refuse(errInternal, slog.LevelError, "")
+	}
+	return opts, nil
+}
+
+// startCeremony is the options handler's Registry step (optionsOps): it
+// checks the failure limit, takes a unit of the step-up limit, binds the
+// ceremony to the current revocation state and issues the challenge.
+func (s *StepUp) startCeremony(r *http.Request, p principal, sess *sessions.Session, challenge []byte) (revocation, *refusal) {
+	rv := proposeRevocation(p, sess)
+	res, failed, err := s.update(r.Context(), s.optionsOps(p.handle, rv, challenge))
+	switch {
+	case err != nil:
+		s.storeFailed(r, "registry", err)
+		return rv, refuse(errUnavailable, slog.LevelError, "")
+	case failed == opFailures:
+		return rv, s.tooMany(r, p.handle, res[opFailures].TTL, "failures")
+	case failed == opStepUps:
+		return rv, s.tooMany(r, p.handle, res[opStepUps].TTL, "step-ups")
+	case failed >= 0:
+		s.storeFailed(r, "registry", fmt.Errorf("options update failed at op %d", failed))
+		return rv, refuse(errUnavailable, slog.LevelError, "")
+	}
+	return rv.bound(res), nil
 }
 
 // readOptionsRequest reads the optional body of the options handler: empty,

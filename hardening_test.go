@@ -1,14 +1,12 @@
 package stepup_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
@@ -46,7 +44,7 @@ func TestReplayedCookieCannotReuseAChallenge(t *testing.T) {
 	h.setStepupCookie(c, kept)
 	expectError(t, h.verify(c, a), 400, "challenge_expired")
 	h.expectNoGrant(c)
-	if ev := h.log.events(stepup.EventReauthFailed); len(ev) != 1 || ev[0]["cause"] != "challenge already used (replayed session)" {
+	if ev := h.log.events(stepup.EventReauthFailed); len(ev) != 1 || ev[0]["cause"] != "challenge already used or expired (replayed session)" {
 		t.Errorf("events %v", ev)
 	}
 }
@@ -291,76 +289,45 @@ func TestConcurrentCeremoniesAcrossInstances(t *testing.T) {
 		h.setStepupCookie(c, cookies[i])
 		h.expectNoGrant(c)
 	}
-	// Per ceremony: the consumed challenge, the consumed counter value and
-	// the user's step-up count (failure counts are reset): bounded by the
-	// work done.
-	if got := h.registry.Len(); got > 3*n {
+	// Per user: the revocation states of the user and of the session, the
+	// grant, the consumed counter value and the step-up count (the
+	// challenge was claimed, the failure count reset): bounded by the work
+	// done.
+	if got := h.registry.Len(); got != 5*n {
 		t.Errorf("registry holds %d entries after %d ceremonies", got, n)
 	}
 }
 
-func TestMemoryRegistry(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	clk := newClock()
-	m := stepup.NewMemoryRegistry(3, clk.Now)
-	if ok, _ := m.Consume(ctx, "a", time.Minute); !ok {
-		t.Fatal("first Consume refused")
-	}
-	if ok, _ := m.Consume(ctx, "a", time.Minute); ok {
-		t.Fatal("second Consume accepted")
-	}
-	m.Consume(ctx, "b", time.Minute)
-	m.Consume(ctx, "c", 2*time.Minute)
-	if _, err := m.Consume(ctx, "d", time.Minute); !errors.Is(err, stepup.ErrRegistryFull) {
-		t.Fatalf("full registry: %v", err)
-	}
-	if ok, _ := m.Consume(ctx, "a", time.Minute); ok {
-		t.Fatal("a full registry dropped a live entry")
-	}
-	clk.Advance(time.Minute) // a and b expire
-	if ok, err := m.Consume(ctx, "d", time.Minute); !ok || err != nil {
-		t.Fatalf("after expiry: %v %v", ok, err)
-	}
-	if m.Len() != 2 {
-		t.Errorf("Len %d, want 2 (c, d)", m.Len())
-	}
-	if ok, _ := m.Consume(ctx, "a", time.Minute); !ok {
-		t.Error("an expired key is still consumed")
-	}
-
-	// Of concurrent Consume calls with one key, exactly one wins.
-	big := stepup.NewMemoryRegistry(10, nil)
-	var wins sync.WaitGroup
-	var mu sync.Mutex
-	won := 0
-	for range 50 {
-		wins.Go(func() {
-			if ok, _ := big.Consume(ctx, "k", time.Minute); ok {
-				mu.Lock()
-				won++
-				mu.Unlock()
-			}
-		})
-	}
-	wins.Wait()
-	if won != 1 {
-		t.Errorf("%d concurrent Consume calls won, want 1", won)
-	}
-}
-
-// TestOptionsKeepNoServerState shows that starting ceremonies costs the
-// server no memory: the pending challenges live in the (bounded) session.
-func TestOptionsKeepNoServerState(t *testing.T) {
+// TestOptionsAreBoundedPerUser: starting a ceremony takes a unit of the
+// step-up limit and writes the challenge to the Registry, so a user who
+// calls options from many sessions holds a bounded share of it.
+func TestOptionsAreBoundedPerUser(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
+	issued := map[string]int{}
 	for i := range 300 {
-		c := h.client([]string{"alice", "bob"}[i%2])
-		h.options(c)
-		h.options(c)
+		name := []string{"alice", "bob"}[i%2]
+		r := h.do(h.client(name), http.MethodPost, "/api/reauth/options", nil, nil)
+		switch r.status {
+		case 200:
+			issued[name]++
+		case 429:
+		default:
+			t.Fatalf("options: %d %s", r.status, r.raw)
+		}
 	}
-	if n := h.registry.Len(); n != 0 {
-		t.Errorf("options calls left %d registry entries", n)
+	if issued["alice"] != stepup.DefaultMaxStepUps || issued["bob"] != stepup.DefaultMaxStepUps {
+		t.Errorf("issued %v, want %d each", issued, stepup.DefaultMaxStepUps)
+	}
+	// Per user: a challenge and a session state per ceremony, the user's
+	// state and the step-up count.
+	if n, want := h.registry.Len(), 2*(2*stepup.DefaultMaxStepUps+2); n != want {
+		t.Errorf("options calls left %d registry entries, want %d", n, want)
+	}
+	h.clock.AdvanceSeconds(121) // the challenges expire; the states stay for their grants
+	h.do(h.client("alice"), http.MethodPost, "/api/reauth/options", nil, nil)
+	if n := h.registry.Len(); n > 2*(stepup.DefaultMaxStepUps+2)+2 {
+		t.Errorf("%d registry entries after the challenges expired", n)
 	}
 }
 

@@ -57,7 +57,8 @@ type users struct {
 	lookupHook                          atomic.Pointer[func()] // runs in CredentialByID when set
 	passwords                           sync.Map               // user name -> password, for the "password" method
 	failCheck, failAvailable            atomic.Bool
-	staleUpdate                         atomic.Bool // UpdateCredential refuses as a store with a conditional update does
+	checkHook                           atomic.Pointer[func()] // runs in the password method's Check when set
+	staleUpdate                         atomic.Bool            // UpdateCredential refuses as a store with a conditional update does
 }
 
 // passwordMethod is the application's password re-entry as a stepup.Method.
@@ -73,6 +74,9 @@ func (s *users) passwordMethod() stepup.Method {
 			return ok, nil
 		},
 		Check: func(_ context.Context, u webauthn.User, secret string) error {
+			if hook := s.checkHook.Load(); hook != nil {
+				(*hook)()
+			}
 			if s.failCheck.Load() {
 				return errDown
 			}
@@ -198,53 +202,11 @@ func (f *faultyRegistry) fault() error {
 	return nil
 }
 
-func (f *faultyRegistry) Consume(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+func (f *faultyRegistry) Update(ctx context.Context, ops []stepup.Op, res []stepup.Result) (int, error) {
 	if err := f.fault(); err != nil {
-		return false, err
+		return -1, err
 	}
-	return f.MemoryRegistry.Consume(ctx, key, ttl)
-}
-
-func (f *faultyRegistry) Take(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
-	if err := f.fault(); err != nil {
-		return false, 0, err
-	}
-	return f.MemoryRegistry.Take(ctx, key, limit, window)
-}
-
-func (f *faultyRegistry) Give(ctx context.Context, key string) error {
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryRegistry.Give(ctx, key)
-}
-
-func (f *faultyRegistry) Count(ctx context.Context, key string) (int, time.Duration, error) {
-	if err := f.fault(); err != nil {
-		return 0, 0, err
-	}
-	return f.MemoryRegistry.Count(ctx, key)
-}
-
-func (f *faultyRegistry) Reset(ctx context.Context, key string) error {
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryRegistry.Reset(ctx, key)
-}
-
-func (f *faultyRegistry) Mark(ctx context.Context, key string, v int64, ttl time.Duration) error {
-	if err := f.fault(); err != nil {
-		return err
-	}
-	return f.MemoryRegistry.Mark(ctx, key, v, ttl)
-}
-
-func (f *faultyRegistry) Lookup(ctx context.Context, keys ...string) ([]int64, error) {
-	if err := f.fault(); err != nil {
-		return nil, err
-	}
-	return f.MemoryRegistry.Lookup(ctx, keys...)
+	return f.MemoryRegistry.Update(ctx, ops, res)
 }
 
 type harnessOption func(*stepup.Config)
@@ -267,7 +229,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		auth:  stepuptest.New(testOrigin),
 		log:   &syncBuffer{},
 	}
-	h.registry = &faultyRegistry{MemoryRegistry: stepup.NewMemoryRegistry(1000, h.clock.Now)}
+	h.registry = &faultyRegistry{MemoryRegistry: stepup.NewMemoryRegistry(10_000, h.clock.Now)}
 	for _, name := range []string{"alice", "bob"} {
 		u := h.users.Add(name)
 		h.users.AddCredential(name, h.auth.Register(testRPID, u.Handle))
@@ -292,9 +254,23 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 // the harness's Config: same session keys, users and registry, as a second
 // instance behind a load balancer.
 func (h *harness) instance() (*stepup.StepUp, *httptest.Server) {
+	h.t.Helper()
+	return h.instanceWith(h.cfg)
+}
+
+// instanceAt is instance with a clock that runs skew ahead of the harness's
+// (behind when negative); the Registry keeps the harness's clock.
+func (h *harness) instanceAt(skew time.Duration) (*stepup.StepUp, *httptest.Server) {
+	h.t.Helper()
+	cfg := h.cfg
+	cfg.Now = func() time.Time { return h.clock.Now().Add(skew) }
+	return h.instanceWith(cfg)
+}
+
+func (h *harness) instanceWith(cfg stepup.Config) (*stepup.StepUp, *httptest.Server) {
 	t := h.t
 	t.Helper()
-	su, err := stepup.New(h.cfg)
+	su, err := stepup.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,19 +35,25 @@ func failureKey(handle []byte) string { return userKey(handle, "fail", nil, "") 
 // stepUpKey counts the user's ceremonies (Config.MaxStepUps).
 func stepUpKey(handle []byte) string { return userKey(handle, "stepups", nil, "") }
 
-// challengeKey marks a consumed challenge issued to the user.
+// challengeKey is a challenge issued to the user: the options handler puts
+// it for the challenge's lifetime, verify claims (deletes) it, so that it
+// answers at most once and never after the registry let it expire.
 func challengeKey(handle, challenge []byte) string {
 	sum := sha256.Sum256(challenge)
 	return userKey(handle, "challenge:", sum[:16], "")
 }
 
-// grantKey marks a grant of the user as used (by a Once or Bind gate) or
-// revoked (by Revoke).
+// grantKey is a grant of the user: 1 while it may open gates, 2 once a
+// single-use gate used it; gone once it expired, by the registry's clock.
 func grantKey(handle, id []byte) string { return userKey(handle, "grant:", id, "") }
 
-// revokedKey holds the time (Unix seconds) up to which every grant of the
-// user is revoked (RevokeUser).
-func revokedKey(handle []byte) string { return userKey(handle, "revoked", nil, "") }
+// epochKey holds the user's revocation state: a random value that every
+// ceremony copies when it starts and RevokeUser replaces.
+func epochKey(handle []byte) string { return userKey(handle, "epoch", nil, "") }
+
+// sessionKey holds the revocation state of one step-up session of the user
+// (see sessionTag), which Revoke replaces.
+func sessionKey(handle, sid []byte) string { return userKey(handle, "session:", sid, "") }
 
 // counterKey marks a sign counter value of one credential as used.
 func counterKey(owner, credentialID []byte, counter uint32) string {

@@ -10,7 +10,8 @@ func TestKeysKeepTheirFormat(t *testing.T) {
 	for got, want := range map[string]string{
 		failureKey(h):             "stepup:{dXNlci1hZGE}:fail",
 		stepUpKey(h):              "stepup:{dXNlci1hZGE}:stepups",
-		revokedKey(h):             "stepup:{dXNlci1hZGE}:revoked",
+		epochKey(h):               "stepup:{dXNlci1hZGE}:epoch",
+		sessionKey(h, id):         "stepup:{dXNlci1hZGE}:session:-_8B",
 		grantKey(h, id):           "stepup:{dXNlci1hZGE}:grant:-_8B",
 		challengeKey(h, id)[:31]:  "stepup:{dXNlci1hZGE}:challenge:",
 		counterKey(h, id, 7)[:29]: "stepup:{dXNlci1hZGE}:counter:",

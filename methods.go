@@ -108,7 +108,7 @@ type methodRequest struct {
 
 func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) {
 	who, ok := s.ceremonyCaller(w, r)
-	if !ok || !s.underLimits(w, r, who.handle) {
+	if !ok {
 		return
 	}
 	req, e := readMethodRequest(w, r)
@@ -126,7 +126,7 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 	}
 	available, err := m.Available(r.Context(), who.user)
 	if err != nil {
-		s.storeFailed(r, "method", fmt.Errorf("%s: Available: %w", m.Name, err))
+		s.methodFailed(r, m, who, "Available", err)
 		writeError(w, errInternal)
 		return
 	}
@@ -137,18 +137,63 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 	c := s.newAttempt(w, r, who)
 	c.ps = nil // a method leaves the session's passkey ceremonies alone: fail() does not clear them
 	c.method = m.Name
-	if !c.reserve() {
+	if p.revocation, e = c.start(); e != nil {
 		return
 	}
 	switch err := m.Check(r.Context(), who.user, *req.Secret); {
 	case errors.Is(err, ErrWrongSecret):
 		c.fail(refuse(errWrongSecret, slog.LevelInfo, ""))
 	case err != nil:
-		s.storeFailed(r, "method", fmt.Errorf("%s: Check: %w", m.Name, err))
+		// The units stay taken: an outage costs the user one attempt, and
+		// a Check that fails on wrong secrets must not give unlimited guesses.
+		s.methodFailed(r, m, who, "Check", err)
+		c.keep = true
 		c.fail(refuse(errInternal, slog.LevelError, "Check failed"))
 	default:
-		c.grant(p, method{name: m.Name, amr: m.AMR})
+		mm := method{name: m.Name, amr: m.AMR}
+		g := c.newGrant(p, mm)
+		gs, dropped := c.nextGrants(p, g)
+		if f := c.record(g, dropped, nil, 0); f != nil {
+			c.fail(f)
+			return
+		}
+		c.grant(p, g, gs, mm)
 	}
+}
+
+// start is a method attempt's first Registry step (startOps): a unit of
+// each per-user limit, taken before the secret is checked, and the
+// revocation state the grant will copy. It writes the refusal and returns
+// a non-nil *apiError when the user is over a limit or the Registry fails.
+func (c *attempt) start() (revocation, *apiError) {
+	rv := proposeRevocation(c.who, c.sess)
+	res, failed, err := c.s.update(c.ctx, c.s.startOps(c.who.handle, rv))
+	var f *refusal
+	switch {
+	case err != nil:
+		c.s.storeFailed(c.r, "registry", err)
+		f = refuse(errUnavailable, slog.LevelError, "")
+	case failed == opFailures:
+		f = c.s.tooMany(c.r, c.who.handle, res[opFailures].TTL, "failures")
+	case failed == opStepUps:
+		f = c.s.tooMany(c.r, c.who.handle, res[opStepUps].TTL, "step-ups")
+	case failed >= 0:
+		c.s.storeFailed(c.r, "registry", fmt.Errorf("start update failed at op %d", failed))
+		f = refuse(errUnavailable, slog.LevelError, "")
+	}
+	if f != nil {
+		writeRefusal(c.w, f)
+		return rv, &f.e
+	}
+	c.taken = []string{failureKey(c.who.handle), stepUpKey(c.who.handle)}
+	return rv.bound(res), nil
+}
+
+// methodFailed logs an error of a Method's own function (fn is "Available"
+// or "Check"): the application's bug or outage, never the secret.
+func (s *StepUp) methodFailed(r *http.Request, m *Method, who principal, fn string, err error) {
+	s.event(r, slog.LevelError, EventMethodError, userAttr(who.handle), slog.String("method", m.Name),
+		slog.String("function", fn), errAttr(err))
 }
 
 // readMethodRequest reads a method handler's body: JSON with a secret of 1
@@ -197,7 +242,7 @@ func (s *StepUp) usableMethods(r *http.Request, names []string, user webauthn.Us
 		m := v.(*Method)
 		available, err := m.Available(r.Context(), user)
 		if err != nil {
-			s.storeFailed(r, "method", fmt.Errorf("%s: Available: %w", m.Name, err))
+			s.event(r, slog.LevelError, EventMethodError, slog.String("method", m.Name), slog.String("function", "Available"), errAttr(err))
 			continue
 		}
 		if available {

@@ -160,14 +160,43 @@ func TestMethodUnavailableAndFailing(t *testing.T) {
 		t.Errorf("methods with Available failing: %v, want [passkey]", ms)
 	}
 	h.users.failAvailable.Store(false)
-	if n := len(h.log.events(stepup.EventStoreFailed)); n != 3 {
-		t.Errorf("%d store_failed events, want 3", n)
+	if n := len(h.log.events(stepup.EventMethodError)); n != 3 {
+		t.Errorf("%d method_error events, want 3", n)
 	}
-	// Faults of ours are not failures: the limit is untouched.
-	for range 4 {
+	if n := len(h.log.events(stepup.EventStoreFailed)); n != 0 {
+		t.Errorf("%d store_failed events: a Method is not a store", n)
+	}
+	// The failing Check kept its unit (see TestCheckErrorsCostAttempts);
+	// the failing Available took none.
+	for range stepup.DefaultMaxFailures - 2 {
 		expectError(t, h.password(c, "guess"), 400, "wrong_secret")
 	}
 	h.expectPasswordGrant(c, "alice-secret")
+}
+
+// TestCheckErrorsCostAttempts: a Check that answers a wrong secret with an
+// error of its own (a bcrypt mismatch returned as is) is a 500 that keeps
+// its unit of the failure limit, logged as method_error at ERROR: guessing
+// stops at MaxFailures instead of going on for ever.
+func TestCheckErrorsCostAttempts(t *testing.T) {
+	t.Parallel()
+	h := methodHarness(t)
+	c := h.client("alice")
+	h.users.failCheck.Store(true)
+	for range stepup.DefaultMaxFailures {
+		expectError(t, h.password(c, "1234"), 500, "internal_error")
+	}
+	r := h.password(c, "alice-secret")
+	h.users.failCheck.Store(false)
+	expectError(t, r, 429, "too_many_attempts")
+	if h.passes(c, http.MethodPost, "/either", nil) {
+		t.Fatal("a grant after Check errors")
+	}
+	ev := h.log.events(stepup.EventMethodError)
+	if len(ev) != stepup.DefaultMaxFailures || ev[0]["level"] != "ERROR" || ev[0]["function"] != "Check" {
+		t.Errorf("method_error events %v", ev)
+	}
+	expectError(t, h.password(c, "alice-secret"), 429, "too_many_attempts")
 }
 
 func TestMethodBodyRefusals(t *testing.T) {

@@ -2,7 +2,6 @@ package stepup
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/gorilla/sessions"
@@ -238,57 +238,66 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 			return
 		}
 	}
-
 	sess := s.session(r)
-	now := s.now()
 	var buf [maxGrants]grant
 	gs := readGrants(buf[:0], sess)
-	i, reason := pickGrant(gs, p, g, op, now)
+	i, reason := pickGrant(gs, p, g, op, s.now())
 	if i >= 0 {
-		// The cookie cannot say whether its grant was used or revoked since
-		// it was copied: the Registry can.
-		state, err := s.grantState(r.Context(), gs[i])
-		if err != nil {
-			s.storeFailed(r, "registry", err)
-			writeError(w, errUnavailable)
+		var e *apiError
+		if reason, e = s.passGrant(w, r, sess, gs, i, g.once || g.bind != nil); e != nil {
+			writeError(w, *e)
 			return
 		}
-		if state != "" {
-			i, reason = -1, state
-		}
-	}
-	if i >= 0 && !g.once && g.bind == nil {
-		next.ServeHTTP(w, withPassed(r, p.user, gs[i]))
-		return
-	}
-	if i >= 0 {
-		// Single use: drop it from the session and record it as used, both
-		// before the handler runs. The record lasts as long as the grant
-		// could open any gate, not only this one.
-		first, err := s.registry.Consume(r.Context(), grantKey(gs[i].user, gs[i].id), s.grantTTL(gs[i], now))
-		if err != nil {
-			s.storeFailed(r, "registry", err)
-			writeError(w, errUnavailable)
+		if reason == "" {
+			next.ServeHTTP(w, withPassed(r, p.user, gs[i]))
 			return
 		}
-		used := gs[i]
+	}
+	s.refuseAtGate(w, r, g, p, sess, reason, op, description)
+}
+
+// passGrant asks the Registry whether grant gs[i] may pass: its record is
+// live and the revocation states it copied are current. A single-use gate
+// uses the record up in the same step, then drops the grant from the
+// session, before the wrapped handler runs. It returns "" to pass, or the
+// reason of the refusal.
+func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grant, i int, single bool) (string, *apiError) {
+	g := gs[i]
+	var ops [3]Op
+	var res [3]Result
+	failed, err := s.registry.Update(r.Context(), gateOps(&ops, g, single), res[:])
+	if err != nil {
+		s.storeFailed(r, "registry", err)
+		return "", &errUnavailable
+	}
+	switch {
+	case res[1].Value != g.userEpoch || res[2].Value != g.sessEpoch:
+		return ReasonRevoked, nil
+	case res[0].Value == grantUsed:
+		return ReasonUsed, nil
+	case res[0].Value != grantLive:
+		return ReasonExpired, nil // the Registry let its record expire
+	case failed >= 0:
+		return "", &errUnavailable // a condition failed that the values say held
+	}
+	if single {
 		writeGrants(sess, append(gs[:i:i], gs[i+1:]...))
 		if err := s.save(w, r, sess); err != nil {
 			s.storeFailed(r, "session", err)
-			writeError(w, errInternal)
-			return
+			return "", &errInternal
 		}
-		if first {
-			next.ServeHTTP(w, withPassed(r, p.user, used))
-			return
-		}
-		reason = ReasonUsed
 	}
+	return "", nil
+}
 
+// refuseAtGate answers a request the gate refuses: the 403 (or redirect, or
+// the application's OnReauthRequired), after recording a bound operation as
+// pending.
+func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, reason string, op []byte, description string) {
 	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user)}
 	if g.bind != nil {
 		info.Operation = &Operation{Digest: b64(op), Description: description}
-		if err := s.addOperation(w, r, sess, p, op, description, now); err != nil {
+		if err := s.addOperation(w, r, sess, p, op, description, s.now()); err != nil {
 			s.storeFailed(r, "session", err)
 			writeError(w, errInternal)
 			return
@@ -373,7 +382,42 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 		return nil, "", &errBadOperation
 	}
 	sum := sha256.Sum256(op)
+	if clean := cleanDescription(description); clean != description {
+		s.event(r, slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
+			slog.Int("bytes", len(description)), slog.Int("kept", len(clean)))
+		description = clean
+	}
 	return sum[:], description, nil
+}
+
+// cleanDescription makes a bound operation's description safe to show as
+// what the user confirms: invisible format characters (Unicode category Cf,
+// the bidirectional controls U+202A-U+202E and U+2066-U+2069 among them)
+// are dropped, so that the text cannot be made to read otherwise than it
+// runs; control characters (Cc) become spaces; invalid UTF-8 becomes U+FFFD;
+// and it is cut to maxDescriptionLen bytes at a rune boundary.
+func cleanDescription(d string) string {
+	clean := true
+	for _, r := range d {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return truncate(d, maxDescriptionLen)
+	}
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(d, "\uFFFD") {
+		switch {
+		case unicode.Is(unicode.Cf, r):
+		case unicode.Is(unicode.Cc, r):
+			b.WriteByte(' ')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return truncate(b.String(), maxDescriptionLen)
 }
 
 // addOperation records a refused bound operation as pending for p, so that
@@ -389,7 +433,7 @@ func (s *StepUp) addOperation(w http.ResponseWriter, r *http.Request, sess *sess
 		expires:     now.Add(operationTTL).Unix(),
 		user:        p.handle,
 		digest:      digest,
-		description: []byte(truncate(description, maxDescriptionLen)),
+		description: []byte(description), // cleaned and cut by bindOperation
 	})
 	writeOperations(sess, newest(keep, maxOperations))
 	return s.save(w, r, sess)
@@ -406,109 +450,8 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Values of a grant's Registry key: consumed by a single-use gate, or
-// revoked by Revoke. Mark keeps the greater, so revoked wins.
-const (
-	grantUsed    = 1
-	grantRevoked = 2
-)
-
-// grantState asks the Registry whether g was used by a single-use gate or
-// revoked since the cookie holding it was made: "" when neither, else
-// ReasonUsed or ReasonRevoked.
-func (s *StepUp) grantState(ctx context.Context, g grant) (string, error) {
-	v, err := s.registry.Lookup(ctx, grantKey(g.user, g.id), revokedKey(g.user))
-	if err == nil && len(v) != 2 {
-		err = fmt.Errorf("Lookup returned %d values for 2 keys", len(v))
-	}
-	switch {
-	case err != nil:
-		return "", err
-	case v[0] == grantUsed:
-		return ReasonUsed, nil
-	case v[0] != 0, v[1] >= g.at:
-		return ReasonRevoked, nil
-	}
-	return "", nil
-}
-
-// maxGateAge is the longest maxAge a gate may have, so that lifetimes and
-// TTLs computed from it never overflow.
-const maxGateAge = 366 * 24 * time.Hour
-
-// minRevocationTTL is the least a revocation is kept: RevokeUser may be
-// called by a process (an admin tool, a worker) that made no gates, or
-// shorter ones than the web instances'.
-const minRevocationTTL = 24 * time.Hour
-
-// grantLifetime is how long after it was made a grant may still open some
-// gate: the longest maxAge of the gates made so far (at least a minute),
-// plus the allowed clock skew.
-func (s *StepUp) grantLifetime() time.Duration {
-	return max(time.Duration(s.maxGateAge.Load()), time.Minute) + futureSkew + time.Second
-}
-
-// grantTTL is how long from now a record about g must be kept: until g can
-// open no gate.
-func (s *StepUp) grantTTL(g grant, now time.Time) time.Duration {
-	return max(time.Duration(g.at-now.Unix())*time.Second+s.grantLifetime(), time.Second)
-}
-
 // isNavigation reports whether r looks like a browser loading a page.
 func isNavigation(r *http.Request) bool {
 	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
 		strings.Contains(r.Header.Get("Accept"), "text/html")
-}
-
-// Revoke ends every step-up grant of the session: it records each as
-// revoked in the Registry, so that no older copy of the cookie opens a gate
-// again, on any instance sharing the Registry, then drops them from the
-// session and saves it. Call it at sign-out, and after a one-off action (such
-// as deleting the account) whose grant must not be reused. It returns the
-// Registry's and the session store's errors, if any; the grants are dropped
-// from the session even when the Registry fails (then an older copy of the
-// cookie may still pass until its grants expire: call RevokeUser).
-func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
-	sess := s.session(r)
-	if _, ok := sess.Values[keyGrants]; !ok {
-		return nil
-	}
-	now := s.now()
-	var errs []error
-	gs := readGrants(nil, sess)
-	for _, g := range gs {
-		if err := s.registry.Mark(r.Context(), grantKey(g.user, g.id), grantRevoked, s.grantTTL(g, now)); err != nil {
-			s.storeFailed(r, "registry", err)
-			errs = append(errs, fmt.Errorf("stepup: recording a revoked grant: %w", err))
-			break
-		}
-	}
-	delete(sess.Values, keyGrants)
-	if err := s.save(w, r, sess); err != nil {
-		errs = append(errs, err)
-	}
-	s.event(r, slog.LevelInfo, EventRevoked, slog.Int("grants", len(gs)), slog.String("by", "Revoke"))
-	return errors.Join(errs...)
-}
-
-// RevokeUser ends every grant of the user with handle that was made up to
-// now, in every session and on every instance sharing the Registry: call it
-// when a passkey is deleted, the password changes or an administrator locks
-// the account, from any process (it needs no gates of its own). The gate
-// reads the revocation from the Registry. To allow for clocks that differ
-// between instances, grants made in the next few seconds (up to the allowed
-// skew of 5 s) are revoked too. The revocation is kept for the longest
-// maxAge of this StepUp's gates, and at least 24 hours: a gate with a longer
-// maxAge elsewhere needs RevokeUser called where it is made.
-func (s *StepUp) RevokeUser(ctx context.Context, handle []byte) error {
-	if len(handle) == 0 || len(handle) > maxHandleLen {
-		return errors.New("stepup: RevokeUser: a user handle is 1 to 64 bytes")
-	}
-	until := s.now().Add(futureSkew).Unix()
-	if err := s.registry.Mark(ctx, revokedKey(handle), until, max(s.grantLifetime()+futureSkew, minRevocationTTL)); err != nil {
-		s.log.LogAttrs(ctx, slog.LevelError, EventStoreFailed, slog.String("store", "registry"), errAttr(err))
-		return fmt.Errorf("stepup: RevokeUser: %w", err)
-	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, EventRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
-	return nil
 }

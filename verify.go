@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -34,27 +35,26 @@ func (s *StepUp) VerifyHandler() http.Handler {
 
 // serveVerify is the verify handler: a sequence of checks, each a small
 // named step that either passes or refuses. The order matters and is the
-// documented one.
+// documented one. It makes two Registry round trips on success: claim
+// (before the signature is checked) and record (after it and the ownership
+// check).
 func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 	who, ok := s.ceremonyCaller(w, r) // POST, same origin, someone signed in
 	if !ok {
 		return
 	}
 	c := s.newAttempt(w, r, who)
-	if !c.reserve() { // per-user limits, taken before anything is checked
-		return
-	}
 	a, f := c.readAssertion() // a JSON assertion, at most 16 KiB
-	if f != nil {
-		c.fail(f)
-		return
+	var p pending
+	if f == nil {
+		p, f = c.matchChallenge(a) // a pending challenge of this user, unexpired
 	}
-	p, f := c.matchChallenge(a) // a pending challenge of this user, unexpired
-	if f != nil {
-		c.fail(f)
-		return
+	if f == nil {
+		f = c.claim(p) // a unit of the failure limit; the challenge, once
+	} else {
+		f = c.charge(f) // a refused attempt counts too
 	}
-	if f := c.consumeChallenge(p); f != nil { // single use, server-side
+	if f != nil {
 		c.fail(f)
 		return
 	}
@@ -72,14 +72,6 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		c.fail(f)
 		return
 	}
-	if f := c.consumeCounter(a, owner); f != nil { // one success per counter value
-		c.fail(f)
-		return
-	}
-	if f := c.persistCredential(owner, updated); f != nil {
-		c.fail(f)
-		return
-	}
 	m := method{name: MethodPasskey, amr: passkeyAMR, credentialID: a.RawID, backedUp: updated.Flags.BackupState}
 	if len(p.op) > 0 {
 		m.evidence = &Evidence{
@@ -87,13 +79,24 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 			CredentialID:      a.RawID,
 			Scope:             string(p.scope),
 			OperationDigest:   p.op,
+			Description:       c.description,
 			Nonce:             p.nonce,
 			ClientDataJSON:    a.Raw.AssertionResponse.ClientDataJSON,
 			AuthenticatorData: a.Raw.AssertionResponse.AuthenticatorData,
 			Signature:         a.Response.Signature,
 		}
 	}
-	c.grant(p, m)
+	g := c.newGrant(p, m)
+	gs, dropped := c.nextGrants(p, g)
+	if f := c.record(g, dropped, a.RawID, a.Response.AuthenticatorData.Counter); f != nil { // one success per counter value; not revoked meanwhile
+		c.fail(f)
+		return
+	}
+	if f := c.persistCredential(owner, updated); f != nil {
+		c.fail(f)
+		return
+	}
+	c.grant(p, g, gs, m)
 }
 
 // MethodPasskey is the name of the built-in passkey ceremony.
@@ -112,16 +115,21 @@ type attempt struct {
 
 	method   string    // "passkey" or a Method's name; for the log
 	credAttr slog.Attr // the credential, once known; for the log
-	reserved bool      // the attempt holds a unit of both per-user limits
+	taken    []string  // the limits the attempt holds a unit of, given back on a fault of ours
+	keep     bool      // a fault that must keep its units all the same (a Method's Check)
+
+	description string // a bound ceremony's description, as shown and signed
 }
 
 // refusal is a failed step: what the client sees, and for the log its level,
 // cause and attributes.
 type refusal struct {
-	e     apiError
-	level slog.Level
-	cause string
-	attrs []slog.Attr
+	e       apiError
+	level   slog.Level
+	cause   string
+	attrs   []slog.Attr
+	retry   int64 // Retry-After in seconds, for a 429
+	limited bool  // a 429: logged as rate_limited, not as a failed attempt
 }
 
 func refuse(e apiError, level slog.Level, cause string, attrs ...slog.Attr) *refusal {
@@ -133,43 +141,55 @@ func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principa
 	return &attempt{s: s, w: w, r: r, ctx: r.Context(), who: who, sess: sess, ps: readPending(sess), now: s.now(), method: MethodPasskey}
 }
 
-// reserve takes one unit of the user's failure limit and one of the
-// step-up limit, atomically in the Registry, before anything is verified: of
-// concurrent attempts, no more than the limits allow get through, on one
-// instance or many. A success gives the failure back (it resets the count);
-// a fault of ours gives both back. It writes the refusal and returns false
-// when the user is over a limit or the registry fails.
-func (c *attempt) reserve() bool {
-	s, uid := c.s, c.who.handle
-	ok, retry, err := s.registry.Take(c.ctx, failureKey(uid), s.maxFailures, s.window)
-	if err != nil {
-		s.storeFailed(c.r, "registry", err)
-		writeError(c.w, errUnavailable)
-		return false
+// claim takes one unit of the user's failure limit and claims the pending
+// challenge p, in one atomic Registry step before anything is verified: of
+// concurrent attempts, no more than the limit get through, on one instance
+// or many, and a challenge answers once and only while the Registry holds it
+// (its own clock, not any instance's, decides that it expired).
+func (c *attempt) claim(p pending) *refusal {
+	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.challenge))
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == 0:
+		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
+	case failed == 1:
+		// Nothing was taken: the replay still counts as an attempt.
+		return c.charge(refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)"))
 	}
-	if !ok {
-		s.rateLimited(c.w, c.r, uid, retry, "failures")
-		return false
-	}
-	ok, retry, err = s.registry.Take(c.ctx, stepUpKey(uid), s.maxStepUps, s.stepUpWindow)
-	if err != nil || !ok {
-		c.giveBack(failureKey(uid))
-		if err != nil {
-			s.storeFailed(c.r, "registry", err)
-			writeError(c.w, errUnavailable)
-		} else {
-			s.rateLimited(c.w, c.r, uid, retry, "step-ups")
-		}
-		return false
-	}
-	c.reserved = true
-	return true
+	c.taken = []string{failureKey(c.who.handle)}
+	return nil
 }
 
-func (c *attempt) giveBack(key string) {
-	if err := c.s.registry.Give(c.ctx, key); err != nil {
+// charge takes one unit of the failure limit for attempt refused with f
+// before it reached the Registry, and returns f, or the 429 when the user is
+// over the limit.
+func (c *attempt) charge(f *refusal) *refusal {
+	res, failed, err := c.s.update(c.ctx, c.s.chargeOps(c.who.handle))
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == 0:
+		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
+	}
+	return f
+}
+
+// registryFailed is the refusal of a step whose Registry update failed.
+func (c *attempt) registryFailed(err error) *refusal {
+	c.s.storeFailed(c.r, "registry", err)
+	return refuse(errUnavailable, slog.LevelError, "registry failed")
+}
+
+// giveBack hands back the units the attempt took.
+func (c *attempt) giveBack() {
+	if len(c.taken) == 0 {
+		return
+	}
+	if _, _, err := c.s.update(c.ctx, giveOps(c.taken)); err != nil {
 		c.s.storeFailed(c.r, "registry", err)
 	}
+	c.taken = nil
 }
 
 // fail refuses the attempt. Every failed attempt clears the session's
@@ -178,6 +198,10 @@ func (c *attempt) giveBack(key string) {
 // units of the limits; a fault of ours (5xx) gives them back.
 func (c *attempt) fail(f *refusal) {
 	s := c.s
+	if f.limited {
+		writeRefusal(c.w, f)
+		return
+	}
 	if len(c.ps) > 0 {
 		writePending(c.sess, nil)
 		if err := s.save(c.w, c.r, c.sess); err != nil {
@@ -192,11 +216,10 @@ func (c *attempt) fail(f *refusal) {
 		attrs = append(attrs, slog.String("cause", f.cause))
 	}
 	s.event(c.r, f.level, EventReauthFailed, attrs...)
-	if c.reserved && f.e.status >= 500 {
-		c.giveBack(failureKey(c.who.handle))
-		c.giveBack(stepUpKey(c.who.handle))
+	if f.e.status >= 500 && !c.keep {
+		c.giveBack()
 	}
-	writeError(c.w, f.e)
+	writeRefusal(c.w, f)
 }
 
 // readAssertion reads and parses the body: toJSON() of an assertion.
@@ -236,22 +259,16 @@ func (c *attempt) matchChallenge(a *protocol.ParsedCredentialAssertionData) (pen
 	if p.expires < c.now.Unix() {
 		return pending{}, refuse(errExpired, slog.LevelInfo, "challenge expired")
 	}
+	if len(p.op) > 0 {
+		// The description shown is the pending operation's: the challenge
+		// commits to it, and the evidence carries it.
+		o := findOperation(readOperations(c.sess), c.who.handle, b64(p.op), c.now)
+		if o == nil || !bytes.Equal(boundChallenge(p.nonce, p.user, string(p.scope), p.op, string(o.description)), p.challenge) {
+			return pending{}, refuse(errUnknownOp, slog.LevelInfo, "the bound operation is no longer pending")
+		}
+		c.description = string(o.description)
+	}
 	return p, nil
-}
-
-// consumeChallenge records the challenge as used in the Registry: the cookie
-// alone cannot prove single use, since a client may send an older copy.
-func (c *attempt) consumeChallenge(p pending) *refusal {
-	ttl := time.Duration(p.expires-c.now.Unix())*time.Second + time.Second
-	first, err := c.s.registry.Consume(c.ctx, challengeKey(c.who.handle, p.challenge), ttl)
-	if err != nil {
-		c.s.storeFailed(c.r, "registry", err)
-		return refuse(errUnavailable, slog.LevelError, "registry: "+err.Error())
-	}
-	if !first {
-		return refuse(errExpired, slog.LevelWarn, "challenge already used (replayed session)")
-	}
-	return nil
 }
 
 // findCredential asks the application for the credential across all users.
@@ -311,31 +328,29 @@ func (c *attempt) checkOwnership(a *protocol.ParsedCredentialAssertionData, owne
 	return nil
 }
 
-// counterKeyTTL is how long a counter value stays consumed: it need only
-// cover the moments between reading the stored credential and
-// UpdateCredential of concurrent verifies, after which the stored count
-// refuses it.
-const counterKeyTTL = 30 * time.Second
-
-// consumeCounter makes the counter check atomic: of two assertions with the
-// same non-zero counter for one credential, verified at the same moment on
-// one instance or several, only one consumes the key of that counter value.
-// (Reading the stored counter, comparing and UpdateCredential are separate
-// steps of the application's store.) Passkeys that always report 0, such as
-// synced ones, have nothing to consume.
-func (c *attempt) consumeCounter(a *protocol.ParsedCredentialAssertionData, owner []byte) *refusal {
-	n := a.Response.AuthenticatorData.Counter
-	if n == 0 {
-		return nil
+// record records grant g in the Registry (grantOps): the revocation states
+// its ceremony copied must be current, and a passkey's counter value, when
+// it has one, is consumed, so that of two assertions with the same non-zero
+// counter for one credential, verified at the same moment on one instance
+// or several, only one passes (reading the stored counter, comparing and
+// UpdateCredential are separate steps of the application's store).
+func (c *attempt) record(g grant, dropped []grant, credentialID []byte, counter uint32) *refusal {
+	key := ""
+	if counter != 0 {
+		key = counterKey(g.user, credentialID, counter) // the user is the owner, checked before
 	}
-	first, err := c.s.registry.Consume(c.ctx, counterKey(owner, a.RawID, n), counterKeyTTL)
-	if err != nil {
-		c.s.storeFailed(c.r, "registry", err)
-		return refuse(errUnavailable, slog.LevelError, "registry: "+err.Error())
-	}
-	if !first {
-		c.cloneDetected(owner, n, n)
+	ops := c.s.grantOps(g, dropped, c.method == MethodPasskey, key)
+	_, failed, err := c.s.update(c.ctx, ops)
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == opGrantEpoch || failed == opGrantSession:
+		return refuse(errExpired, slog.LevelWarn, "revoked while the ceremony ran")
+	case failed == opGrantCounter && key != "":
+		c.cloneDetected(g.user, counter, counter)
 		return refuse(errVerifyFailed, slog.LevelWarn, "sign counter value already used (possible cloned authenticator)")
+	case failed >= 0:
+		return c.registryFailed(fmt.Errorf("grant update failed at op %d", failed))
 	}
 	return nil
 }
@@ -367,13 +382,12 @@ type method struct {
 // possession of a key) and "user" (user presence and verification).
 var passkeyAMR = []string{"hwk", "user"}
 
-// grant records the grant of pending ceremony p in the session and answers
-// 200. For a bound ceremony it first hands the evidence to
-// Config.RecordEvidence, and grants nothing if that fails.
-func (c *attempt) grant(p pending, m method) {
-	s, uid := c.s, c.who.handle
-	g := grant{at: c.now.Unix(), signIn: c.who.signIn, user: uid, scope: p.scope, op: p.op, id: make([]byte, 16),
-		method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
+// newGrant makes the grant pending ceremony p earns with method m, with the
+// revocation state p copied when it started.
+func (c *attempt) newGrant(p pending, m method) grant {
+	p.revocation.sid = sessionTagOf(c.sess, c.who.signIn) // as it was when p started
+	g := grant{revocation: p.revocation, at: c.now.Unix(), signIn: c.who.signIn, user: c.who.handle, scope: p.scope,
+		op: p.op, id: make([]byte, 16), method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
 	if len(m.credentialID) <= maxCredentialIDLen {
 		g.cred = m.credentialID
 	}
@@ -381,6 +395,14 @@ func (c *attempt) grant(p pending, m method) {
 		g.flags |= grantBackedUp
 	}
 	rand.Read(g.id)
+	return g
+}
+
+// grant puts grant g, recorded in the Registry, in the session and answers
+// 200. For a bound ceremony it first hands the evidence to
+// Config.RecordEvidence, and grants nothing if that fails.
+func (c *attempt) grant(p pending, g grant, gs []grant, m method) {
+	s, uid := c.s, c.who.handle
 	if len(p.op) > 0 && s.recordEvidence != nil && m.evidence != nil {
 		ev := *m.evidence
 		ev.At = time.Unix(g.at, 0)
@@ -390,13 +412,30 @@ func (c *attempt) grant(p pending, m method) {
 			return
 		}
 	}
-	// A new plain grant replaces the older one of its scope and method;
-	// bound grants are each for one operation. A grant that leaves the
-	// session, replaced or pushed out, is recorded as revoked: an older copy
-	// of the cookie that still holds it must not outlive Revoke.
-	var gs, dropped []grant
+	c.putGrant(p, gs)
+	if err := s.save(c.w, c.r, c.sess); err != nil {
+		s.storeFailed(c.r, "session", err, userAttr(uid))
+		c.ps = nil // nothing to clear: the session was not saved
+		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
+		return
+	}
+	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
+	if c.credAttr.Key != "" {
+		attrs = append(attrs, c.credAttr)
+	}
+	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
+	writeJSON(c.w, http.StatusOK, verifyResult{
+		Status:            "ok",
+		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
+	})
+}
+
+// nextGrants returns the session's grants with g, and those g pushes out: a
+// new plain grant replaces the older one of its scope and method; bound
+// grants are each for one operation; the oldest go past maxGrants.
+func (c *attempt) nextGrants(p pending, g grant) (gs, dropped []grant) {
 	for _, old := range readGrants(nil, c.sess) {
-		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || string(old.method) != m.name {
+		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || !bytes.Equal(old.method, g.method) {
 			gs = append(gs, old)
 		} else {
 			dropped = append(dropped, old)
@@ -406,13 +445,12 @@ func (c *attempt) grant(p pending, m method) {
 	if n := len(gs) - maxGrants; n > 0 {
 		dropped, gs = append(dropped, gs[:n]...), gs[n:]
 	}
-	for _, old := range dropped {
-		if err := s.registry.Mark(c.ctx, grantKey(old.user, old.id), grantRevoked, s.grantTTL(old, c.now)); err != nil {
-			s.storeFailed(c.r, "registry", err)
-			c.fail(refuse(errUnavailable, slog.LevelError, "registry: "+err.Error()))
-			return
-		}
-	}
+	return gs, dropped
+}
+
+// putGrant writes the grants gs into the session, with what the new one
+// ends: the pending ceremony p, and for a bound grant its pending operation.
+func (c *attempt) putGrant(p pending, gs []grant) {
 	writeGrants(c.sess, gs)
 	// A server-side store keeps the session under an ID that the cookie
 	// carries: the grant gets a new one, so that an ID planted in the
@@ -431,37 +469,12 @@ func (c *attempt) grant(p pending, m method) {
 	if len(p.op) > 0 {
 		var ops []operation
 		for _, o := range readOperations(c.sess) {
-			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, uid) {
+			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, c.who.handle) {
 				ops = append(ops, o)
 			}
 		}
 		writeOperations(c.sess, ops)
 	}
-	if err := s.save(c.w, c.r, c.sess); err != nil {
-		s.storeFailed(c.r, "session", err, userAttr(uid))
-		c.ps = nil // nothing to clear: the session was not saved
-		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
-		return
-	}
-	// A passkey success resets the failure count. Another method's success
-	// only gives its own unit back: knowing the password must not buy more
-	// guesses of another method's code.
-	if m.name == MethodPasskey {
-		if err := s.registry.Reset(c.ctx, failureKey(uid)); err != nil {
-			s.storeFailed(c.r, "registry", err)
-		}
-	} else {
-		c.giveBack(failureKey(uid))
-	}
-	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
-	if c.credAttr.Key != "" {
-		attrs = append(attrs, c.credAttr)
-	}
-	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
-	writeJSON(c.w, http.StatusOK, verifyResult{
-		Status:            "ok",
-		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
-	})
 }
 
 // verifyResult is the body of a successful verify.
