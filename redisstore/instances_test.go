@@ -18,7 +18,7 @@ import (
 // registry. Each test's instances have a cookie session store unless it says
 // otherwise.
 
-const causeReplayed = "challenge already used (replayed session)"
+const causeReplayed = "challenge already used or expired (replayed session)"
 
 // backends are the Redis deployments the scenarios of several instances run
 // on: a single server, and the three-master cluster.
@@ -256,11 +256,12 @@ func TestStepUpLimitSharedAcrossInstances(t *testing.T) {
 			a := b.newApp(t)
 			insts := []*instance{a.instance(), a.instance()}
 			c := a.client("alice")
-			// Every verify takes a unit of the step-up limit, successful
-			// or not, whichever instance it reaches.
-			for k := range stepup.DefaultMaxStepUps {
+			// Every ceremony takes a unit of the step-up limit when its
+			// options are issued, whichever instance issues them.
+			for k := range stepup.DefaultMaxStepUps - 1 {
 				insts[k%2].reauth(c)
 			}
+			last := a.sign(insts[1].options(c)) // the tenth unit
 			for _, i := range insts {
 				r := i.post(c, "/api/reauth/options", nil)
 				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
@@ -268,7 +269,10 @@ func TestStepUpLimitSharedAcrossInstances(t *testing.T) {
 				if err != nil || secs < 1 || secs > int(stepup.DefaultStepUpWindow.Seconds()) {
 					t.Fatalf("Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
 				}
-				expectError(t, i.verify(c, []byte(`{}`)), http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+			}
+			// The ceremony that holds the last unit still finishes.
+			if r := insts[0].verify(c, last); r.status != http.StatusOK {
+				t.Fatalf("verify of the ceremony holding the last unit: %d %s", r.status, r.raw)
 			}
 			for _, ev := range a.events(stepup.EventRateLimited) {
 				if ev["limit"] != "step-ups" {
@@ -367,13 +371,15 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	c := a.client("alice")
 	one.reauth(c)
 	as := a.sign(one.options(c)) // a second ceremony, under way
+	d := a.client("alice")       // another browser of hers
+	asD := a.sign(two.options(d))
 
 	srv.stop()
 	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
 	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	// Every gate reads the registry (was the grant used or revoked since
-	// this copy of the cookie was made?), so the plain gate fails closed
-	// too, and the single-use one cannot record the use.
+	// Every gate reads the registry (is the grant recorded, and its
+	// revocation states unchanged?), so the plain gate fails closed too,
+	// and the single-use gate cannot record the use.
 	before := a.handled.Load()
 	for _, i := range []*instance{one, two} {
 		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
@@ -389,14 +395,18 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
-	// The grant made before opens the plain gate again, the attempt the
-	// outage refused (before it took anything) can be made again, the
-	// single-use gate works, and a new ceremony too.
-	one.expectGrant(c)
-	two.expectGrant(c)
-	if r := two.verify(c, as); r.status != http.StatusOK {
-		t.Fatalf("verify after Redis is back: %d %s", r.status, r.raw)
+	// The server came back empty (no persistence). What it forgot fails
+	// closed: the grant made before opens no gate (its record is gone),
+	// and a challenge issued before cannot be answered.
+	one.expectNoGrant(c)
+	two.expectNoGrant(c)
+	expectError(t, one.verify(d, asD), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	if n := a.countCause(causeReplayed); n != 1 {
+		t.Errorf("%d verifies refused for a challenge the registry does not hold, want 1", n)
 	}
+	// A new ceremony works, and so does the single-use gate.
+	one.reauth(c)
+	two.expectGrant(c)
 	if r := one.post(c, "/once", nil); r.status != http.StatusOK {
 		t.Fatalf("single-use gate after Redis is back: %d %s", r.status, r.raw)
 	}
@@ -421,9 +431,6 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	srv := newRedis(t)
 	admin := srv.client(t)
 	ctx := t.Context()
-	// The application's Redis user may read every key and write the
-	// per-user counts, but not a consumed challenge: the limits work, and
-	// Consume, the single-use check itself, fails.
 	setUser := func(rules ...any) {
 		t.Helper()
 		args := append([]any{"ACL", "SETUSER", "app", "on", ">app-secret", "resetkeys", "+@all"}, rules...)
@@ -431,7 +438,10 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setUser("%R~*", "~*:fail", "~*:stepups")
+	// The application's Redis user may write every key but the grants':
+	// options and the claim of the challenge work, and recording the grant
+	// fails, after the signature was checked.
+	setUser("~*:fail", "~*:stepups", "~*:epoch", "~*:session:*", "~*:challenge:*", "~*:counter:*")
 	a := newApp(t, srv)
 	a.newReg = func() stepup.Registry {
 		return redisstore.New(newClient(t, srv.addr, func(o *redis.Options) {
@@ -440,6 +450,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	}
 	one, two := a.instance(), a.instance()
 	c := a.client("alice")
+	fail, stepups := "stepup:{"+b64("handle-alice")+"}:fail", "stepup:{"+b64("handle-alice")+"}:stepups"
 	as := a.sign(one.options(c))
 	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
 	one.expectNoGrant(c)
@@ -447,23 +458,26 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	if n := storeFailures(a, "registry"); n != 1 {
 		t.Errorf("%d store_failed events for the registry, want 1: %s", n, a.log)
 	}
-	for _, k := range []string{"fail", "stepups"} {
-		if n := admin.Get(ctx, "stepup:{"+b64("handle-alice")+"}:"+k).Val(); n != "0" {
-			t.Errorf("%s count %q after a fault of ours, want it given back to 0", k, n)
-		}
+	// A fault of ours does not count against the user: the unit of the
+	// failure limit the claim took is given back.
+	if n := admin.Get(ctx, fail).Val(); n != "0" {
+		t.Errorf("failure count %q after a fault of ours, want it given back to 0", n)
 	}
 
-	// A user who may write nothing: the verify fails before it checks
-	// anything, when it takes its unit of the limits.
+	// A user who may write nothing: options fail before they take
+	// anything (an update is applied whole or not at all).
 	setUser("%R~*")
-	expectError(t, one.verify(c, a.sign(two.options(c))), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	if n := admin.Get(ctx, stepups).Val(); n != "1" {
+		t.Errorf("step-up count %q after refused options, want the 1 of the first ceremony", n)
+	}
 	if n := storeFailures(a, "registry"); n != 2 {
 		t.Errorf("%d store_failed events for the registry, want 2: %s", n, a.log)
 	}
 
 	setUser("~*")
-	// A fault of ours does not count against the user: four failures of
-	// hers and she may still try.
+	// Four failures of hers and she may still try: with the unit of our
+	// fault kept, the fifth attempt would be refused.
 	for k := range 4 {
 		i := []*instance{one, two}[k%2]
 		r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
@@ -471,6 +485,16 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	}
 	one.reauth(c)
 	two.expectGrant(c)
+	// A gate only reads, and fails closed all the same for a user who may
+	// only read: Redis checks a script's keys for reading and writing.
+	setUser("%R~*")
+	before := a.handled.Load()
+	expectError(t, two.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	if a.handled.Load() != before {
+		t.Fatal("the gate ran its handler")
+	}
+	setUser("~*")
+	one.expectGrant(c)
 }
 
 // storeFailures counts the store_failed events of the given store.
