@@ -79,21 +79,26 @@ type instance struct {
 	URL string
 }
 
-// instance starts another instance of a.
-func (a *app) instance() *instance {
+// instance starts another instance of a; opts change its Config (such as
+// its clock).
+func (a *app) instance(opts ...func(*stepup.Config)) *instance {
 	t := a.t
 	t.Helper()
 	wa, err := webauthn.New(&webauthn.Config{RPID: testRPID, RPDisplayName: "Test", RPOrigins: []string{testOrigin}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	su, err := stepup.New(stepup.Config{
+	cfg := stepup.Config{
 		WebAuthn: wa,
 		Store:    a.newStore(),
 		Users:    a.users,
 		Registry: a.newReg(),
 		Logger:   slog.New(slog.NewJSONHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	su, err := stepup.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +112,11 @@ func (a *app) instance() *instance {
 	mux.Handle("/sensitive", su.RequireRecentReauth(gateMaxAge)(sensitive))
 	// A single-use gate: it consumes the grant in the registry.
 	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
+	// A gate bound to the operation in the request body.
+	mux.Handle("/bound", su.RequireRecentReauth(gateMaxAge, stepup.Bind(func(r *http.Request) ([]byte, string, error) {
+		b, err := io.ReadAll(r.Body)
+		return b, "transfer " + string(b), err
+	}))(sensitive))
 	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
 		if err := su.Revoke(w, r); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/redisstore"
+	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
 // Round trips are counted twice, by two witnesses that must agree:
@@ -190,6 +192,111 @@ func TestUpdateIsOneRoundTrip(t *testing.T) {
 		}
 		if len(s.inLua) == 0 {
 			t.Errorf("%s: the monitor saw no command inside the script", tc.name)
+		}
+	}
+}
+
+func TestStepUpRoundTrips(t *testing.T) {
+	t.Parallel()
+	srv := newRedis(t) // its monitor sees only this test's commands
+	m := newMonitor(t, srv)
+	a := newApp(t, srv)
+	var hooked atomic.Int64
+	a.newReg = func() stepup.Registry {
+		c := srv.client(t)
+		c.AddHook(countingHook{&hooked})
+		return redisstore.New(c)
+	}
+	one := a.instance()
+	c := a.client("alice")
+	// Warm up: the script cached, a connection dialed.
+	one.reauth(c)
+	one.expectGrant(c)
+
+	// count runs the request f and returns what the server executed for
+	// it, checking that the hook counted as much.
+	count := func(what string, f func()) seen {
+		t.Helper()
+		before := hooked.Load()
+		s := m.during(f)
+		t.Logf("%s: %v", what, s)
+		if n := hooked.Load() - before; n != int64(len(s.cmds)) {
+			t.Errorf("%s: the hook counted %d commands, the server executed %d", what, n, len(s.cmds))
+		}
+		if s.script != len(s.cmds) {
+			t.Errorf("%s: %v, want only scripts", what, s.cmds)
+		}
+		return s
+	}
+	bound := func(c *http.Client) response {
+		t.Helper()
+		return one.post(c, "/bound", []byte(`"100 EUR to bob"`))
+	}
+	var options, as []byte
+	var kept string // the step-up cookie before the first verify
+	var refused response
+	var older *http.Client // a copy of the cookie before the Once gate used its grant
+	for _, step := range []struct {
+		name string
+		want int
+		f    func()
+	}{
+		{"options", 1, func() { options = one.options(c) }},
+		{"verify", 2, func() {
+			kept = a.stepupCookie(c)
+			as = a.sign(options)
+			if r := one.verify(c, as); r.status != http.StatusOK {
+				t.Fatalf("verify: %d %s", r.status, r.raw)
+			}
+		}},
+		{"plain gate pass", 1, func() { one.expectGrant(c) }},
+		{"Once gate pass", 1, func() {
+			older = a.copyClient(c)
+			if r := one.post(c, "/once", nil); r.status != http.StatusOK {
+				t.Fatalf("Once gate: %d %s", r.status, r.raw)
+			}
+		}},
+		{"gate refusal after the Once gate dropped the grant", 0, func() { one.expectNoGrant(c) }},
+		{"gate refusal of the used grant in an older cookie", 1, func() { one.expectNoGrant(older) }},
+		{"Bind gate refusal without a bound grant", 0, func() {
+			refused = bound(c)
+			expectError(t, refused, http.StatusForbidden, stepup.CodeReauthenticationRequired)
+		}},
+		{"options for the operation", 1, func() {
+			op, _ := refused.body["operation"].(map[string]any)
+			digest, _ := op["digest"].(string)
+			o, err := stepuptest.OptionsFor(t.Context(), c, one.URL+"/api/reauth/options", stepuptest.Request{Operation: digest})
+			if err != nil {
+				t.Fatal(err)
+			}
+			options = o
+		}},
+		{"verify of the operation", 2, func() {
+			if r := one.verify(c, a.sign(options)); r.status != http.StatusOK {
+				t.Fatalf("verify: %d %s", r.status, r.raw)
+			}
+		}},
+		{"Bind gate pass", 1, func() {
+			if r := bound(c); r.status != http.StatusOK {
+				t.Fatalf("Bind gate: %d %s", r.status, r.raw)
+			}
+		}},
+		{"options again", 1, func() { options = one.options(c) }},
+		{"verify refused: bad signature", 1, func() {
+			expectError(t, one.verify(c, a.sign(options, stepuptest.WithBadSignature())), http.StatusBadRequest, stepup.CodeVerificationFailed)
+		}},
+		{"verify refused: replayed challenge", 2, func() {
+			// An older copy of the cookie and the first assertion: the
+			// claim fails, and the replay is then charged a unit.
+			old := a.copyClient(c)
+			a.setStepupCookie(old, kept)
+			expectError(t, one.verify(old, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+		}},
+		{"request without any grant", 0, func() { one.expectNoGrant(a.client("bob")) }},
+	} {
+		s := count(step.name, step.f)
+		if n := len(s.cmds); n != step.want {
+			t.Errorf("%s: %d round trips (%v), want %d", step.name, n, s.cmds, step.want)
 		}
 	}
 }
