@@ -146,7 +146,7 @@ func TestUpdateIsOneRoundTrip(t *testing.T) {
 	m := newMonitor(t, srv)
 	c := srv.client(t)
 	var hooked atomic.Int64
-	c.AddHook(countingHook{&hooked})
+	c.AddHook(countingHook{n: &hooked})
 	r := redisstore.New(c)
 	ctx := t.Context()
 	if err := c.Ping(ctx).Err(); err != nil { // dial before counting
@@ -204,7 +204,7 @@ func TestStepUpRoundTrips(t *testing.T) {
 	var hooked atomic.Int64
 	a.newReg = func() stepup.Registry {
 		c := srv.client(t)
-		c.AddHook(countingHook{&hooked})
+		c.AddHook(countingHook{n: &hooked})
 		return redisstore.New(c)
 	}
 	one := a.instance()
