@@ -455,6 +455,7 @@ func TestEvidenceProvesWhatItClaims(t *testing.T) {
 		})), stepup.EvidencePolicy{RPID: testRPID, Origins: []string{testOrigin}, AllowCrossOrigin: true, TopOrigins: []string{"https://partner.example"}}},
 		"user changed reject":         {withUser(ev, []byte("bob-handle")), testPolicy},
 		"scope changed reject":        {withScope(ev, "payments"), testPolicy},
+		"description changed reject":  {withDescription(ev, "Send 2 EUR to bob"), testPolicy},
 		"no user verification reject": {resign(stepuptest.WithoutUserVerification()), testPolicy},
 	}
 	for name, tc := range cases {
@@ -472,6 +473,10 @@ func TestEvidenceProvesWhatItClaims(t *testing.T) {
 
 func withUser(ev stepup.Evidence, user []byte) stepup.Evidence { ev.User = user; return ev }
 func withScope(ev stepup.Evidence, s string) stepup.Evidence   { ev.Scope = s; return ev }
+func withDescription(ev stepup.Evidence, d string) stepup.Evidence {
+	ev.Description = d
+	return ev
+}
 
 func unb64(t *testing.T, s string) []byte {
 	t.Helper()

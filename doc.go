@@ -34,14 +34,22 @@
 //
 // # Freshness
 //
-// A successful ceremony records a grant in the step-up session: the user's
-// handle and the time by Config.Now, in whole Unix seconds.
-// [StepUp.RequireRecentReauth] passes a request when the grant belongs to the
-// signed-in user and its age is at most maxAge (age == maxAge passes, one
-// second more does not). A grant stamped more than a few seconds in the future
-// is refused. [StepUp.Revoke] ends the session's grants and
-// [StepUp.RevokeUser] every grant of a user; both are recorded in the
-// Registry, which the gate reads, so no older copy of the cookie passes.
+// A successful ceremony records a grant in the step-up session and in the
+// [Registry]: the user's handle and the time by Config.Now, in whole Unix
+// seconds. [StepUp.RequireRecentReauth] passes a request when the grant
+// belongs to the signed-in user, its age is at most maxAge (age == maxAge
+// passes, one second more does not) and the Registry still holds it. A grant
+// stamped more than 5 seconds in the future is refused.
+//
+// # Revocation
+//
+// [StepUp.Revoke] ends the session's grants and [StepUp.RevokeUser] every
+// grant of a user. Neither compares clocks: each user, and each step-up
+// session, has a random revocation state in the Registry that every ceremony
+// copies when it starts and its grant keeps; the gate passes a grant only
+// while the Registry holds the same state, and revoking replaces it. So no
+// older copy of the cookie passes, on any instance, whatever its clock; a
+// ceremony in flight records no grant; the next ceremony passes at once.
 //
 // # Scopes, single use and transaction binding
 //
@@ -49,9 +57,10 @@
 // its scope, [Once] consumes the grant before the handler runs (recorded in
 // the [Registry], so exactly one of concurrent requests passes), and [Bind]
 // binds the grant to the digest of one operation: the ceremony's challenge
-// commits to the nonce, the user, the scope and the digest, so the signature
-// proves who confirmed what, and [Evidence] lets the application verify that
-// later.
+// commits to the nonce, the user, the scope, the digest and the hash of the
+// description shown (cleaned of format and control characters), so the
+// signature proves who confirmed what, and [Evidence] lets the application
+// verify that later.
 //
 // # Other methods
 //
@@ -72,10 +81,11 @@
 // whatever the number of passkeys. The cookie is always HttpOnly and
 // SameSite=Lax; its other attributes come from the store. A session that fails
 // to decode (tampered, expired, made under a retired key) counts as empty.
-// Because a client can always send an older copy of its cookie, single use
-// (of challenges and of Once and Bind grants) and revocation are recorded
+// Because a client can always send an older copy of its cookie, challenges,
+// grants (and their single use) and revocation states are recorded
 // server-side in Config.Registry, which the gate reads (failing closed with
-// 503); failed attempts and step-ups are counted there too (429 after
+// 503); every expiry there is measured by the Registry's own clock. Failed
+// attempts and started ceremonies are counted there too (429 after
 // Config.MaxFailures or Config.MaxStepUps).
 //
 // # Errors
@@ -92,25 +102,30 @@
 // Content-Type application/json and Cache-Control no-store. Messages are fixed
 // and short; causes go to Config.Logger, never to the client.
 //
-//	options  405 method_not_allowed      not POST
+//	every    405 method_not_allowed      not POST (options, verify, method handlers)
 //	         403 cross_origin_request    cross-origin browser request
 //	         401 no_active_session       nobody signed in
 //	         500 internal_error          UserStore or session store failure
+//	         429 too_many_attempts       over a per-user limit (Retry-After)
+//	         503 service_unavailable     the Registry failed
+//	options  400 invalid_request         a body that is not {"scope", "operation"} JSON, or an unknown scope
+//	         400 unknown_operation       an operation digest not pending for this user
 //	         409 no_credentials          the user has no passkey
 //	         200 PublicKeyCredentialRequestOptionsJSON
-//	verify   405, 403, 401, 500          as above
-//	         429 too_many_attempts       over a per-user limit, taken before any check (Retry-After)
-//	         400 invalid_request         not a JSON assertion (413 request_too_large over 16 KiB)
-//	         400 challenge_expired       no pending challenge matches, another user's, or expired
+//	verify   400 invalid_request         not a JSON assertion (413 request_too_large over 16 KiB)
+//	         400 challenge_expired       no pending challenge matches, another user's, expired, used, or revoked meanwhile
 //	         404 unknown_credential      no user has the credential
 //	         500 internal_error          CredentialByID, UpdateCredential or session save failed
 //	         400 verification_failed     the assertion does not verify, or its counter did not advance or was used
 //	         403 credential_not_owned    the credential belongs to another user
 //	         200 {"status": "ok", "reauthenticated_at": RFC 3339}
-//	options  400 invalid_request         a body that is not {"scope", "operation"} JSON, or an unknown scope
-//	         400 unknown_operation       an operation digest not pending for this user
-//	         429 too_many_attempts       too many failed verifies or step-ups (Retry-After), also on verify
-//	         503 service_unavailable     the Registry failed, also on verify
+//	method   400 invalid_request         a body that is not {"secret", "scope", "operation"} JSON
+//	         400 unknown_operation       as for options
+//	         409 method_unavailable      the user cannot use this method
+//	         400 wrong_secret            Check said so (counts as a failure)
+//	         400 challenge_expired       revoked while Check ran
+//	         500 internal_error          Available or Check failed (a Check error keeps its unit)
+//	         200 as for verify
 //	gate     401 no_active_session, 500 internal_error
 //	         503 service_unavailable     the Registry cannot be read
 //	         403 reauthentication_required with "max_age" in seconds,
@@ -121,6 +136,8 @@
 // Config.Logger receives one record per event, its message the event name
 // (the Event constants): reauth_succeeded, reauth_failed (attribute "reason"
 // is the error code), gate_denied, rate_limited, cross_origin_refused,
-// store_failed, options_issued, clone_detected and grants_revoked, with the user handle and credential ID in
-// base64url. Challenges, signatures and cookie values are never logged.
+// store_failed, method_error, webauthn_failed, description_cleaned,
+// options_issued, session_unreadable, clone_detected and grants_revoked,
+// with the user handle and credential ID in base64url. Challenges,
+// signatures, secrets and cookie values are never logged.
 package stepup

@@ -19,8 +19,11 @@ const (
 	EventCrossOrigin     = "cross_origin_refused"
 	EventStoreFailed     = "store_failed" // the UserStore, session store or Registry failed; "store" says which
 	EventOptionsIssued   = "options_issued"
-	EventCloneDetected   = "clone_detected" // a sign counter did not advance, or a counter value came twice: possibly a cloned authenticator
-	EventRevoked         = "grants_revoked" // Revoke or RevokeUser ended grants
+	// EventSessionUnreadable: the step-up session did not decode (tampered,
+	// expired, an old key) and counts as empty; logged at DEBUG.
+	EventSessionUnreadable = "session_unreadable"
+	EventCloneDetected     = "clone_detected" // a sign counter did not advance, or a counter value came twice: possibly a cloned authenticator
+	EventRevoked           = "grants_revoked" // Revoke or RevokeUser ended grants
 	// EventMethodError: a Method's Available or Check returned an error
 	// other than ErrWrongSecret (logged at ERROR; "function" says which).
 	// The attempt keeps its units of the limits.

@@ -289,7 +289,7 @@ func decodeOperations(b []byte) ([]operation, bool) {
 func (s *StepUp) session(r *http.Request) *sessions.Session {
 	sess, err := s.store.Get(r, s.name)
 	if err != nil {
-		s.log.LogAttrs(r.Context(), levelDebug, "session_unreadable", errAttr(err))
+		s.log.LogAttrs(r.Context(), levelDebug, EventSessionUnreadable, errAttr(err))
 	}
 	if sess == nil {
 		sess = sessions.NewSession(s.store, s.name)

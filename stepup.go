@@ -85,28 +85,31 @@ type Config struct {
 	// Logger receives security events (see the package documentation).
 	// Default: events are discarded.
 	Logger *slog.Logger
-	// Registry is the server-side record of consumed challenges and grants,
-	// per-user limits and revocations. Gates read it too (for single use and
-	// revocation) and fail closed with 503 when it is unreachable. Default:
+	// Registry is the server-side record of issued challenges, grants,
+	// per-user limits and revocation states. Gates read it too and fail
+	// closed with 503 when it is unreachable. Every expiry in it is
+	// measured by the Registry's own clock. Default:
 	// NewMemoryRegistry(DefaultRegistrySize, Now), right for a single
-	// instance. Instances behind a load balancer must share one, such as the
-	// Redis registry of the redisstore module.
+	// instance (a restart forgets every grant). Instances behind a load
+	// balancer must share one, such as the Redis registry of the redisstore
+	// module.
 	Registry Registry
 	// MaxFailures is how many failed verify attempts a user may make within
 	// FailureWindow; after that, options and verify answer 429
 	// too_many_attempts until the window ends. The limit is one across all
 	// methods. Each attempt takes its unit before it is checked, so
-	// concurrent attempts cannot exceed the limit. A passkey success resets
-	// the count; another method's success only gives its own unit back (the
-	// password must not buy more guesses of a code). Default 5.
+	// concurrent attempts cannot exceed the limit; a Method's Check that
+	// fails with an error keeps its unit. A passkey success resets the count;
+	// another method's success only gives its own unit back (the password
+	// must not buy more guesses of a code). Default 5.
 	MaxFailures int
 	// FailureWindow is the window of MaxFailures, starting at the first
 	// failure. Default 15 minutes.
 	FailureWindow time.Duration
-	// MaxStepUps is how many verify attempts, successful or not, a user may
-	// make within StepUpWindow; after that, options and verify answer 429
-	// too_many_attempts to that user only. It bounds what one account can
-	// take of the shared Registry. Default 10.
+	// MaxStepUps is how many ceremonies a user may start within
+	// StepUpWindow (options calls and method attempts); after that, options
+	// and the method handlers answer 429 too_many_attempts to that user only.
+	// It bounds what one account can take of the shared Registry. Default 10.
 	MaxStepUps int
 	// StepUpWindow is the window of MaxStepUps, starting at the first
 	// attempt. Default 1 minute.

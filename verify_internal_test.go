@@ -20,3 +20,19 @@ func TestDescribeNeverLogsAChallenge(t *testing.T) {
 		t.Errorf("origin error logged as %q, want its DevInfo", got)
 	}
 }
+
+// TestCleanDescription: what a Bind description keeps and loses.
+func TestCleanDescription(t *testing.T) {
+	for in, want := range map[string]string{
+		"Send 5 EUR to Ada":                  "Send 5 EUR to Ada",
+		"Send\u202e 5\u2066 EUR\u2069\u200b": "Send 5 EUR",
+		"a\x00b\tc\r\nd\x7fe\u0085f":         "a b c  d e f",
+		"bad \xff\xfe utf-8":                 "bad \uFFFD utf-8",
+		"\u00e9t\u00e9 \U0001F600":           "\u00e9t\u00e9 \U0001F600",
+		strings.Repeat("\u00e9", 61):         strings.Repeat("\u00e9", 60), // cut at 120 bytes, on a rune
+	} {
+		if got := cleanDescription(in); got != want {
+			t.Errorf("cleanDescription(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
