@@ -79,9 +79,11 @@
 // keeps a key for at least a TTL gives it that TTL, and a Take gives it its
 // window at once, even when the update fails, so that such a count cannot
 // lock a user out for good. Under any maxmemory-policy but noeviction (the
-// default), Redis may evict a key before it expires, which could let a
-// challenge or a single-use grant be used again: keep the registry in a
-// Redis that does not evict. Unlike [stepup.MemoryRegistry], which refuses
+// default), Redis may evict a key before it expires. For challenges, grants
+// and revocation states that fails closed (a missing key is never a pass:
+// the user confirms again), but an evicted failure count or sign-counter
+// value lets a user try more often than the limits say: keep the registry
+// in a Redis that does not evict. Unlike [stepup.MemoryRegistry], which refuses
 // the heaviest users first when it is nearly full, Redis at maxmemory
 // refuses every update (OOM), and stepup then answers 503 to everyone; what
 // one user can write is bounded by stepup's per-user limits.

@@ -293,6 +293,12 @@ func TestStepUpRoundTrips(t *testing.T) {
 			expectError(t, one.verify(old, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
 		}},
 		{"request without any grant", 0, func() { one.expectNoGrant(a.client("bob")) }},
+		{"Revoke", 1, func() { one.revoke(c) }},
+		{"RevokeUser", 1, func() {
+			if err := one.su.RevokeUser(t.Context(), []byte("handle-alice")); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
 		s := count(step.name, step.f)
 		if n := len(s.cmds); n != step.want {
