@@ -110,7 +110,7 @@ func (a *app) instance(opts ...func(*stepup.Config)) *instance {
 		io.WriteString(w, "done")
 	})
 	mux.Handle("/sensitive", su.RequireRecentReauth(gateMaxAge)(sensitive))
-	// A single-use gate: it consumes the grant in the registry.
+	// A single-use gate: it marks the grant used in the registry.
 	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
 	// A gate bound to the operation in the request body.
 	mux.Handle("/bound", su.RequireRecentReauth(gateMaxAge, stepup.Bind(func(r *http.Request) ([]byte, string, error) {

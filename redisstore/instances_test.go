@@ -300,7 +300,7 @@ func TestRevokeAcrossInstances(t *testing.T) {
 			two.expectGrant(older)
 			two.revoke(c)
 			// The older copy opens no gate, on either instance: the
-			// revocation is a Mark in the shared registry.
+			// session's revocation state in the shared registry was replaced.
 			one.expectNoGrant(older)
 			two.expectNoGrant(older)
 
