@@ -67,11 +67,11 @@ func BenchmarkGate(b *testing.B) {
 	boundGate := e.signIn.RequireRecentReauth(benchMaxAge)(nopHandler)
 
 	floor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = e.cookies.Get(r, stepup.DefaultSessionName)
+		_, _ = e.cookies.Get(r, "stepup")
 	})
 	grantKey, _ := e.sessionValue(b, fresh, "grant")
 	preloadedFloor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		sess, _ := e.cookies.Get(r, "stepup")
 		_ = sess.Values[grantKey]
 	})
 
@@ -101,7 +101,7 @@ func BenchmarkGate(b *testing.B) {
 	} {
 		b.Run("load=preloaded/impl="+bc.name, func(b *testing.B) {
 			r := e.request(http.MethodGet, "/sensitive", nil, bc.cookie)
-			sess, err := e.cookies.Get(r, stepup.DefaultSessionName) // the application's earlier load
+			sess, err := e.cookies.Get(r, "stepup") // the application's earlier load
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func handwrittenGate(e *benchEnv, maxAge time.Duration, next http.Handler) http.
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		sess, _ := e.cookies.Get(r, "stepup")
 		raw, _ := sess.Values[handwrittenKey].([]byte)
 		if len(raw) < 9 || !bytes.Equal(raw[8:], u.WebAuthnID()) {
 			w.WriteHeader(http.StatusForbidden)
@@ -181,7 +181,7 @@ func BenchmarkGateParallel(b *testing.B) {
 	fresh := e.grant(b, e.su, "")
 	gate := e.su.RequireRecentReauth(benchMaxAge)(nopHandler)
 	floor := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = e.cookies.Get(r, stepup.DefaultSessionName)
+		_, _ = e.cookies.Get(r, "stepup")
 	})
 	base := e.request(http.MethodGet, "/sensitive", nil, fresh)
 	for _, bc := range []struct {
@@ -251,13 +251,13 @@ func (e *benchEnv) floorVerifyCookie(b *testing.B, opts []byte, cookie string) s
 	values := e.sessionValues(b, cookie)
 	key, _ := e.sessionValue(b, cookie, "pending")
 	delete(values, key)
-	rec := binary.BigEndian.AppendUint64(challenge, uint64(time.Now().Add(stepup.DefaultChallengeTTL).Unix()))
+	rec := binary.BigEndian.AppendUint64(challenge, uint64(time.Now().Add((2 * time.Minute)).Unix()))
 	values[floorPendingKey] = append(rec, e.user.Handle...)
-	encoded, err := securecookie.EncodeMulti(stepup.DefaultSessionName, values, e.cookies.Codecs...)
+	encoded, err := securecookie.EncodeMulti("stepup", values, e.cookies.Codecs...)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return stepup.DefaultSessionName + "=" + encoded
+	return "stepup" + "=" + encoded
 }
 
 // floorVerifyOK is the floor's answer to a verify that succeeded.
@@ -282,7 +282,7 @@ func floorVerify(b *testing.B, e *benchEnv, reg *stepup.MemoryRegistry, user *st
 		if err != nil {
 			b.Fatal(err)
 		}
-		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		sess, _ := e.cookies.Get(r, "stepup")
 		rec, _ := sess.Values[floorPendingKey].([]byte)
 		challenge, err := base64.RawURLEncoding.Strict().DecodeString(parsed.Response.CollectedClientData.Challenge)
 		now := time.Now().Unix()
@@ -408,7 +408,7 @@ func newFloorOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) floorOpt
 // for reference.
 func floorOptions(b *testing.B, e *benchEnv, webauthnJSON bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sess, _ := e.cookies.Get(r, stepup.DefaultSessionName)
+		sess, _ := e.cookies.Get(r, "stepup")
 		a, _, err := e.wa.BeginLogin(e.user, webauthn.WithUserVerification(protocol.VerificationRequired))
 		if err != nil {
 			b.Fatal(err)

@@ -204,7 +204,7 @@ func serve(tb testing.TB, h http.Handler, r *http.Request, want int) *httptest.R
 // header value ("stepup=..."), or old when it set none.
 func stepupCookie(w *httptest.ResponseRecorder, old string) string {
 	for _, c := range w.Result().Cookies() {
-		if c.Name == stepup.DefaultSessionName {
+		if c.Name == "stepup" {
 			return c.Name + "=" + c.Value
 		}
 	}
@@ -242,7 +242,7 @@ func (e *benchEnv) grant(tb testing.TB, su *stepup.StepUp, cookie string) string
 // of its own.
 func (e *benchEnv) sessionValues(tb testing.TB, cookie string) map[any]any {
 	tb.Helper()
-	sess, err := e.cookies.Get(e.request(http.MethodGet, "/", nil, cookie), stepup.DefaultSessionName)
+	sess, err := e.cookies.Get(e.request(http.MethodGet, "/", nil, cookie), "stepup")
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func (w *benchWriter) reset() {
 // ("stepup=..."), or "".
 func (w *benchWriter) stepupCookie() string {
 	for _, v := range w.h.Values("Set-Cookie") {
-		if strings.HasPrefix(v, stepup.DefaultSessionName+"=") {
+		if strings.HasPrefix(v, "stepup"+"=") {
 			nv, _, _ := strings.Cut(v, ";")
 			return nv
 		}
@@ -339,7 +339,7 @@ func (w *benchWriter) stepupCookie() string {
 // name=value plus attributes, what a browser has to accept.
 func (w *benchWriter) setCookieLen() (header, nameValue int) {
 	for _, v := range w.h.Values("Set-Cookie") {
-		if strings.HasPrefix(v, stepup.DefaultSessionName+"=") {
+		if strings.HasPrefix(v, "stepup"+"=") {
 			return len(v), len(w.stepupCookie())
 		}
 	}

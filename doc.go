@@ -32,6 +32,16 @@
 // The browser side is button-triggered only: reauthentication is never
 // offered through autofill (conditional mediation).
 //
+// # Words
+//
+// One word per concept, in names, docs and events: a user steps up (the
+// act: a passkey ceremony or a [Method]), which records a grant (what opens
+// gates, [Grant]); a gate ([StepUp.RequireRecentReauth]) passes or refuses
+// a request; the user confirms (in the browser's words only). "Reauth"
+// survives in names kept for compatibility (RequireRecentReauth,
+// ReauthRequired, the reauth_* events, /api/reauth/ paths): it means step
+// up.
+//
 // # Freshness
 //
 // A successful ceremony records a grant in the step-up session and in the

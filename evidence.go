@@ -106,19 +106,3 @@ func (e Evidence) Verify(publicKey []byte, policy EvidencePolicy) error {
 	}
 	return nil
 }
-
-// boundChallenge is the challenge of a bound ceremony: it commits to the
-// nonce, the user, the scope, the operation digest and the description
-// shown.
-func boundChallenge(nonce, user []byte, scope string, digest []byte, description string) []byte {
-	h := sha256.New()
-	h.Write([]byte("stepup/bind/v2"))
-	for _, field := range [][]byte{nonce, user, []byte(scope)} {
-		h.Write([]byte{byte(len(field))})
-		h.Write(field)
-	}
-	h.Write(digest)
-	d := sha256.Sum256([]byte(description))
-	h.Write(d[:])
-	return h.Sum(nil)
-}

@@ -11,8 +11,8 @@ import (
 // the same bytes, so two different byte strings never mean the same record.
 func FuzzSessionRecords(f *testing.F) {
 	id := bytes.Repeat([]byte{7}, 16)
-	f.Add(encodeGrants([]grant{{at: 1764072000, user: []byte("handle-alice"), id: id}}))
-	f.Add(encodeGrants([]grant{
+	f.Add(encodeGrants([]grantRecord{{at: 1764072000, user: []byte("handle-alice"), id: id}}))
+	f.Add(encodeGrants([]grantRecord{
 		{at: 1764072000, signIn: bytes.Repeat([]byte{9}, signInTagLen), user: []byte("u"), scope: []byte("payments"), op: bytes.Repeat([]byte{5}, 32), id: id},
 		{at: 1764072001, user: []byte("u"), id: id},
 	}))
@@ -20,7 +20,7 @@ func FuzzSessionRecords(f *testing.F) {
 		{expires: 1764072120, challenge: bytes.Repeat([]byte{1}, 32), user: []byte("handle-alice")},
 		{expires: 1764072130, challenge: bytes.Repeat([]byte{2}, 32), user: bytes.Repeat([]byte{3}, maxHandleLen), scope: []byte("password"), nonce: id, op: id},
 	}))
-	f.Add(encodeOperations([]operation{{expires: 1, user: []byte("u"), digest: bytes.Repeat([]byte{4}, 32), description: []byte("Send 10 EUR")}}))
+	f.Add(encodeOperations([]pendingOp{{expires: 1, user: []byte("u"), digest: bytes.Repeat([]byte{4}, 32), description: []byte("Send 10 EUR")}}))
 	f.Add([]byte{recordVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if gs, ok := decodeGrants(nil, b); ok {

@@ -119,7 +119,7 @@ func FuzzReturnTo(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		req := httptest.NewRequest(http.MethodGet, "/reauth", nil)
-		req.URL.RawQuery = url.Values{stepup.ReturnToParam: {s}}.Encode()
+		req.URL.RawQuery = url.Values{"return_to": {s}}.Encode()
 		local(t, stepup.ReturnTo(req))
 
 		// A refused navigation to path s: the redirect's return_to.
@@ -135,6 +135,6 @@ func FuzzReturnTo(f *testing.F) {
 		if err != nil || loc.Path != "/reauth" || loc.Host != "" {
 			t.Fatalf("Location %q", rec.Header().Get("Location"))
 		}
-		local(t, loc.Query().Get(stepup.ReturnToParam))
+		local(t, loc.Query().Get("return_to"))
 	})
 }

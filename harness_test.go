@@ -3,7 +3,9 @@ package stepup_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +24,6 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
-
 	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
@@ -45,9 +47,12 @@ func newClock() *clock {
 	c.ns.Store(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC).UnixNano())
 	return c
 }
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+
+func (c *clock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
+
 func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-func (c *clock) AdvanceSeconds(s int64)  { c.Advance(time.Duration(s) * time.Second) }
+
+func (c *clock) AdvanceSeconds(s int64) { c.Advance(time.Duration(s) * time.Second) }
 
 // users is stepuptest's in-memory UserStore (the application's users, signed
 // in by a cookie) with switches that make each method fail.
@@ -315,7 +320,7 @@ func (h *harness) instanceWith(cfg stepup.Config) (*stepup.StepUp, *httptest.Ser
 		}
 	})
 	mux.HandleFunc("GET /last", func(w http.ResponseWriter, r *http.Request) {
-		if at, ok := su.LastReauth(r); ok {
+		if at, ok := su.LatestGrant(r); ok {
 			io.WriteString(w, at.At.UTC().Format(time.RFC3339))
 		}
 	})
@@ -537,4 +542,116 @@ func paymentOperation(r *http.Request) ([]byte, string, error) {
 	}
 	op := fmt.Sprintf("pay\x00%d\x00%s\x00%s", p.Amount, p.Currency, p.Payee)
 	return []byte(op), fmt.Sprintf("Send %d %s to %s", p.Amount, p.Currency, p.Payee), nil
+}
+
+// stepupCookie returns c's step-up cookie value, and setStepupCookie puts an
+// (older) value back, as a client replaying a kept cookie does.
+func (h *harness) stepupCookie(c *http.Client) string {
+	h.t.Helper()
+	for _, ck := range c.Jar.Cookies(mustURL(h.srv.URL)) {
+		if ck.Name == "stepup" {
+			return ck.Value
+		}
+	}
+	h.t.Fatal("no step-up cookie")
+	return ""
+}
+
+func (h *harness) setStepupCookie(c *http.Client, v string) {
+	c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "stepup", Value: v, Path: "/"}})
+}
+
+// signInUsers names the application's sign-in sessions by a "sid" cookie.
+type signInUsers struct{ *users }
+
+func (signInUsers) SignInID(r *http.Request) (string, error) {
+	c, err := r.Cookie("sid")
+	if err != nil {
+		return "", stepup.ErrNoActiveSession
+	}
+	return c.Value, nil
+}
+
+// Revoke drops c's grant through the application's sign-out route.
+func (h *harness) Revoke(c *http.Client) {
+	h.t.Helper()
+	if r := h.do(c, http.MethodPost, "/revoke", nil, nil); r.status != 200 {
+		h.t.Fatalf("revoke: %d %s", r.status, r.raw)
+	}
+	h.expectNoGrant(c)
+}
+
+// status requests path with c and returns the status and decoded body.
+func (h *harness) status(c *http.Client, method, path string, body []byte) response {
+	h.t.Helper()
+	return h.do(c, method, path, body, jsonHeader)
+}
+
+func (h *harness) reauthFor(c *http.Client, req stepuptest.Request, opts ...stepuptest.Option) {
+	h.t.Helper()
+	if err := h.auth.ReauthenticateFor(h.ctx(), c, h.srv.URL, req, opts...); err != nil {
+		h.t.Fatalf("reauthenticate %+v: %v", req, err)
+	}
+}
+
+func paymentBody(amount int64, payee string) []byte {
+	b, _ := json.Marshal(payment{Amount: amount, Currency: "EUR", Payee: payee})
+	return b
+}
+
+func digestOf(amount int64, payee string) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "pay\x00%d\x00EUR\x00%s", amount, payee))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// signedInRequest is a POST to the harness as name, for handlers called
+// directly.
+func signedInRequest(t *testing.T, h *harness, name string) *http.Request {
+	t.Helper()
+	c := h.client(name)
+	req := httptest.NewRequest(http.MethodPost, h.srv.URL+"/x", strings.NewReader("{}"))
+	for _, ck := range c.Jar.Cookies(mustURL(h.srv.URL)) {
+		req.AddCookie(ck)
+	}
+	return req
+}
+
+// gateAt requests path on the server at base and returns the status.
+func (h *harness) gateAt(c *http.Client, base, path string) int {
+	h.t.Helper()
+	req, err := http.NewRequestWithContext(h.ctx(), http.MethodPost, base+path, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+func asHTTPError(err error, target **stepuptest.HTTPError) bool {
+	he, ok := err.(*stepuptest.HTTPError)
+	if ok {
+		*target = he
+	}
+	return ok
+}
+
+func unb64(t *testing.T, s string) []byte {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

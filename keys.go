@@ -7,11 +7,6 @@ import (
 	"strings"
 )
 
-// Registry keys. Every key belongs to one user and starts with
-// "stepup:{tag}:", tag being the user's handle in base64url: Redis Cluster
-// keeps all of a user's keys in one hash slot, and a registry can bound each
-// user's share. Challenges and credential IDs appear only hashed.
-
 // userKey returns "stepup:{" + base64url(handle) + "}:" + kind +
 // base64url(tail) + suffix, in one allocation: the gate builds two keys on
 // every request it lets through.

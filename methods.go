@@ -112,7 +112,7 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	req, e := readMethodRequest(w, r)
-	var op *operation
+	var op *pendingOp
 	if e == nil {
 		op, e = s.requestedGrant(r, who, req.grantRequest, s.now())
 	}
@@ -150,7 +150,7 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 		c.keep = true
 		c.fail(refuse(errInternal, slog.LevelError, "Check failed"))
 	default:
-		mm := method{name: m.Name, amr: m.AMR}
+		mm := proof{name: m.Name, amr: m.AMR}
 		g := c.newGrant(p, mm)
 		gs, dropped := c.nextGrants(p, g)
 		if f := c.record(g, dropped, nil, 0); f != nil {
@@ -164,8 +164,8 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 // start is a method attempt's first Registry step (startOps): a unit of
 // each per-user limit, taken before the secret is checked, and the
 // revocation state the grant will copy. It writes the refusal and returns
-// a non-nil *apiError when the user is over a limit or the Registry fails.
-func (c *attempt) start() (revocation, *apiError) {
+// a non-nil *refusal when the user is over a limit or the Registry fails.
+func (c *attempt) start() (revocation, *refusal) {
 	rv := proposeRevocation(c.who, c.sess)
 	res, failed, err := c.s.update(c.ctx, c.s.startOps(c.who.handle, rv))
 	var f *refusal
@@ -183,7 +183,7 @@ func (c *attempt) start() (revocation, *apiError) {
 	}
 	if f != nil {
 		writeRefusal(c.w, f)
-		return rv, &f.e
+		return rv, f
 	}
 	c.taken = []string{failureKey(c.who.handle), stepUpKey(c.who.handle)}
 	return rv.bound(res), nil
@@ -198,7 +198,7 @@ func (s *StepUp) methodFailed(r *http.Request, m *Method, who principal, fn stri
 
 // readMethodRequest reads a method handler's body: JSON with a secret of 1
 // to 1024 bytes and only the known fields.
-func readMethodRequest(w http.ResponseWriter, r *http.Request) (methodRequest, *apiError) {
+func readMethodRequest(w http.ResponseWriter, r *http.Request) (methodRequest, *refusal) {
 	var req methodRequest
 	body, e := readJSONBody(w, r, maxMethodBody, errBadRequestBody)
 	if e != nil {
@@ -210,16 +210,6 @@ func readMethodRequest(w http.ResponseWriter, r *http.Request) (methodRequest, *
 		return req, &errBadSecretBody
 	}
 	return req, nil
-}
-
-// Methods makes the gate accept grants of the named methods, in the order
-// given: "passkey" (the built-in ceremony) and the names of [Method]s given
-// to [StepUp.MethodHandler]. A grant of a method the gate does not accept is
-// no grant for that gate. Without Methods, a gate accepts passkey grants
-// only. The gate's 403 lists, in this order, those of the methods the
-// signed-in user can use now.
-func Methods(names ...string) GateOption {
-	return func(g *gate) { g.methods = append([]string(nil), names...) }
 }
 
 // usableMethods returns the methods of names that user can use now, in

@@ -353,6 +353,24 @@ func TestWhatTheGrantProved(t *testing.T) {
 	}
 }
 
+// TestGateNamingAnUnknownMethodIsLogged: a gate that accepts "totp", which
+// no MethodHandler registered, logs unknown_method at ERROR once, at its
+// first request (the gate is made before the handlers may be mounted), and
+// a gate whose methods are all known logs nothing.
+func TestGateNamingAnUnknownMethodIsLogged(t *testing.T) {
+	t.Parallel()
+	h := methodHarness(t)
+	c := h.client("alice")
+	for range 3 {
+		h.status(c, http.MethodPost, "/totp-only", nil)
+		h.status(c, http.MethodPost, "/either", nil)
+	}
+	ev := h.log.events(stepup.EventUnknownMethod)
+	if len(ev) != 1 || ev[0]["level"] != "ERROR" || ev[0]["method"] != "totp" || ev[0]["path"] != "/totp-only" {
+		t.Errorf("unknown_method events %v", ev)
+	}
+}
+
 func TestMethodHandlerAndMethodsPanicOnNonsense(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
@@ -376,5 +394,20 @@ func TestMethodHandlerAndMethodsPanicOnNonsense(t *testing.T) {
 			}()
 			f()
 		}()
+	}
+}
+
+// TestMethodsKeepPasskeyCeremoniesAndGrants: a password step-up neither
+// clears a pending passkey ceremony nor replaces a passkey grant.
+func TestMethodsKeepPasskeyCeremoniesAndGrants(t *testing.T) {
+	t.Parallel()
+	h := methodHarness(t)
+	c := h.client("alice")
+	h.reauth(c)
+	pendingOptions := h.options(c)
+	h.expectPasswordGrant(c, "alice-secret")
+	h.expectGrant(c) // the passkey grant is still there for passkey-only gates
+	if r := h.verify(c, h.assert(pendingOptions)); r.status != 200 {
+		t.Fatalf("the pending passkey ceremony was lost: %d %s", r.status, r.raw)
 	}
 }

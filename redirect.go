@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// ReturnToParam is the query parameter in which the gate passes the refused
+// returnToParam is the query parameter in which the gate passes the refused
 // page's path and query to Config.ReauthURL.
-const ReturnToParam = "return_to"
+const returnToParam = "return_to"
 
 // ReturnTo returns where the reauthentication page at Config.ReauthURL
 // should send the user back to: the return_to query parameter of r when it
@@ -16,7 +16,7 @@ const ReturnToParam = "return_to"
 // scheme or host, or one a browser would read as such ("//host",
 // "/\host"), so it is safe to redirect to.
 func ReturnTo(r *http.Request) string {
-	if p := r.URL.Query().Get(ReturnToParam); isLocalPath(p) {
+	if p := r.URL.Query().Get(returnToParam); isLocalPath(p) {
 		return p
 	}
 	return "/"
@@ -50,8 +50,14 @@ func (s *StepUp) redirectToReauth(w http.ResponseWriter, r *http.Request) {
 	}
 	u := *s.reauthURL
 	q := u.Query()
-	q.Set(ReturnToParam, back)
+	q.Set(returnToParam, back)
 	u.RawQuery = q.Encode()
 	w.Header().Set("Cache-Control", "no-store")
 	http.Redirect(w, r, u.String(), http.StatusSeeOther)
+}
+
+// isNavigation reports whether r looks like a browser loading a page.
+func isNavigation(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		strings.Contains(r.Header.Get("Accept"), "text/html")
 }

@@ -8,19 +8,6 @@ import (
 	"time"
 )
 
-// The Registry updates of a step-up, one function per round trip: the
-// handlers, the gate and the sizing simulation (registry_flood_test.go) all
-// build their updates here, so that what is measured is what runs.
-//
-//	options       optionsOps  1 round trip
-//	verify        claimOps    1, before the signature is checked
-//	              grantOps    1, after the signature and the ownership check
-//	method        startOps    1, before Check
-//	              grantOps    1, after Check
-//	gate          gateOps     1 (plain, Once and Bind alike)
-//	our faults    giveOps     1 more, only on a 5xx
-//	Revoke, RevokeUser        2 (read, then swap)
-
 // Values of a grant's key.
 const (
 	grantLive = 1 // it may open gates
@@ -97,7 +84,7 @@ const (
 // the user's grants that g pushes out of the session (dropped) are deleted:
 // an older copy of the cookie cannot use them, and a user's live grant
 // records stay bounded by maxGrants per session.
-func (s *StepUp) grantOps(g grant, dropped []grant, passkey bool, counter string) []Op {
+func (s *StepUp) grantOps(g grantRecord, dropped []grantRecord, passkey bool, counter string) []Op {
 	life := s.grantLifetime()
 	ops := []Op{
 		{Kind: OpSwap, Key: epochKey(g.user), Value: g.userEpoch, New: g.userEpoch, TTL: life},
@@ -123,7 +110,7 @@ func (s *StepUp) grantOps(g grant, dropped []grant, passkey bool, counter string
 // copied. For a single-use gate the record goes from live to used, so that
 // of concurrent requests carrying it exactly one passes; for any other gate
 // the update only reads.
-func gateOps(dst *[3]Op, g grant, single bool) []Op {
+func gateOps(dst *[3]Op, g grantRecord, single bool) []Op {
 	dst[0] = Op{Kind: OpGet, Key: grantKey(g.user, g.id)}
 	dst[1] = Op{Kind: OpGet, Key: epochKey(g.user)}
 	dst[2] = Op{Kind: OpGet, Key: sessionKey(g.user, g.sid)}

@@ -13,16 +13,15 @@ import (
 	"github.com/gorilla/sessions"
 )
 
-// Revocation never compares clocks. Each user has a revocation state in the
-// Registry (epochKey), and so has each step-up session of the user
-// (sessionKey): a random value. A ceremony copies both when it starts, its
-// grant keeps them, and the gate passes the grant only while the Registry
-// holds the same values. RevokeUser and Revoke replace the value: every
-// grant that copied the old one, in any copy of any cookie, on any instance,
-// is refused from then on, and a ceremony that started before cannot record
-// its grant (grantOps checks the values it copied). A grant's record keeps
-// the states it copied alive at least as long as itself, so an old value
-// never comes back.
+// revocation is the revocation state a ceremony copies when it starts and
+// its grant keeps: the session tag, and the values under the user's
+// epochKey and the session's sessionKey. A gate passes the grant only while
+// the Registry holds the same values; RevokeUser and Revoke replace them.
+type revocation struct {
+	sid       []byte
+	userEpoch int64
+	sessEpoch int64
+}
 
 // sessionTag returns the tag of r's step-up session for p: the sign-in tag
 // when the UserStore names its sign-in sessions, else a random ID kept in
@@ -39,6 +38,18 @@ func sessionTag(p principal, sess *sessions.Session) []byte {
 	rand.Read(id)
 	sess.Values[keySessionID] = id
 	return id
+}
+
+// sessionTagOf returns the session tag of a record of sess with sign-in tag
+// signIn.
+func sessionTagOf(sess *sessions.Session, signIn []byte) []byte {
+	if len(signIn) == sessionIDLen {
+		return signIn
+	}
+	if id := value(sess, keySessionID); len(id) == sessionIDLen {
+		return id
+	}
+	return nil
 }
 
 // proposeRevocation returns the revocation state a ceremony of p starting
@@ -100,7 +111,7 @@ func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(errs) == 0 {
-		s.event(r, slog.LevelInfo, EventRevoked, slog.Int("grants", len(gs)), slog.Int("sessions", len(targets)), slog.String("by", "Revoke"))
+		s.event(r, slog.LevelInfo, EventGrantsRevoked, slog.Int("grants", len(gs)), slog.Int("sessions", len(targets)), slog.String("by", "Revoke"))
 	}
 	return errors.Join(errs...)
 }
@@ -112,7 +123,7 @@ type revokeTarget struct{ user, sid []byte }
 // if any, and those of the grants and pending ceremonies the step-up session
 // holds (the application may have signed the user out already; a pending
 // ceremony of a sign-in session cannot finish after the sign-out).
-func (s *StepUp) revokeTargets(r *http.Request, sess *sessions.Session, gs []grant) []revokeTarget {
+func (s *StepUp) revokeTargets(r *http.Request, sess *sessions.Session, gs []grantRecord) []revokeTarget {
 	var out []revokeTarget
 	add := func(user, sid []byte) {
 		if len(user) == 0 || len(sid) != sessionIDLen {
@@ -156,6 +167,6 @@ func (s *StepUp) RevokeUser(ctx context.Context, handle []byte) error {
 	if err := s.replaceState(ctx, epochKey(handle)); err != nil {
 		return fmt.Errorf("stepup: RevokeUser: %w", err)
 	}
-	s.log.LogAttrs(ctx, slog.LevelInfo, EventRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
+	s.log.LogAttrs(ctx, slog.LevelInfo, EventGrantsRevoked, userAttr(handle), slog.String("by", "RevokeUser"))
 	return nil
 }

@@ -10,21 +10,6 @@ import (
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
-// gateAt requests path on the server at base and returns the status.
-func (h *harness) gateAt(c *http.Client, base, path string) int {
-	h.t.Helper()
-	req, err := http.NewRequestWithContext(h.ctx(), http.MethodPost, base+path, nil)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
-
 // TestRevokeUserHoldsWhateverTheClocks: instances whose clocks differ by
 // 0 to 55 s, either way, share one Registry. A grant made on one of them
 // before RevokeUser returns (called on another) is refused by every gate
@@ -85,7 +70,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	}
 	c := h.client("alice")
 	h.users.lookupHook.Store(&revoke)
-	expectError(t, h.verify(c, h.assert(h.options(c))), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.verify(c, h.assert(h.options(c))), http.StatusBadRequest, "challenge_expired")
 	h.users.lookupHook.Store(nil)
 	h.expectNoGrant(c)
 	if ev := h.log.events(stepup.EventReauthFailed); len(ev) != 1 || ev[0]["cause"] != "revoked while the ceremony ran" {
@@ -93,7 +78,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	}
 
 	h.users.checkHook.Store(&revoke)
-	expectError(t, h.password(c, "alice-secret"), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.password(c, "alice-secret"), http.StatusBadRequest, "challenge_expired")
 	h.users.checkHook.Store(nil)
 	if h.passes(c, http.MethodPost, "/either", nil) {
 		t.Fatal("a method in flight during RevokeUser granted")
@@ -101,7 +86,7 @@ func TestVerifyInFlightDuringRevokeUserGrantsNothing(t *testing.T) {
 	// Options before RevokeUser, verify after: the same.
 	o := h.options(c)
 	revoke()
-	expectError(t, h.verify(c, h.assert(o)), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, h.verify(c, h.assert(o)), http.StatusBadRequest, "challenge_expired")
 	h.expectNoGrant(c)
 	// A ceremony started afterwards is granted.
 	h.reauth(c)
@@ -156,4 +141,112 @@ func TestReplacedGrantsLeaveTheRegistry(t *testing.T) {
 	}
 	h.setStepupCookie(c, first)
 	h.expectNoGrant(c)
+}
+
+// TestRevokeHoldsAgainstAnOlderCookie: after Revoke, the cookie from before
+// it passes no gate, on this instance or another.
+func TestRevokeHoldsAgainstAnOlderCookie(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	_, srv2 := h.instance()
+	c := h.client("alice")
+	h.reauth(c)
+	kept := h.stepupCookie(c)
+	h.Revoke(c)
+	h.setStepupCookie(c, kept)
+	h.expectNoGrant(c)
+	req, _ := http.NewRequestWithContext(h.ctx(), http.MethodPost, srv2.URL+"/sensitive", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 {
+		t.Errorf("second instance passed a revoked grant: %d", resp.StatusCode)
+	}
+	// Stepping up again works.
+	h.reauth(c)
+	h.expectGrant(c)
+}
+
+// TestRevokeUserEndsEveryGrantOfTheUser: grants in two browsers of alice end
+// when the application revokes her, bob's do not, and a new step-up works.
+func TestRevokeUserEndsEveryGrantOfTheUser(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	laptop, phone, bob := h.client("alice"), h.client("alice"), h.client("bob")
+	for _, c := range []*http.Client{laptop, phone, bob} {
+		h.reauth(c)
+	}
+	alice, _ := h.users.User("alice")
+	su2, _ := h.instance() // revoked from another instance
+	if err := su2.RevokeUser(h.ctx(), alice.Handle); err != nil {
+		t.Fatal(err)
+	}
+	h.expectNoGrant(laptop)
+	h.expectNoGrant(phone)
+	h.expectGrant(bob)
+	if len(h.log.events(stepup.EventGrantsRevoked)) != 1 {
+		t.Errorf("grants_revoked events: %s", h.log)
+	}
+	h.clock.AdvanceSeconds(6) // past the clock-skew allowance
+	h.reauth(laptop)
+	h.expectGrant(laptop)
+	h.expectNoGrant(phone)
+}
+
+// TestRevokeCoversAReplacedGrant: Revoke also ends a grant that a newer
+// step-up of the same scope replaced in the session.
+func TestRevokeCoversAReplacedGrant(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client("alice")
+	h.reauth(c) // G1
+	kept := h.stepupCookie(c)
+	h.clock.AdvanceSeconds(1)
+	h.reauth(c) // G2 replaces G1
+	h.Revoke(c)
+	h.setStepupCookie(c, kept)
+	h.expectNoGrant(c)
+}
+
+// TestRevokeUserFromAProcessWithoutGates: an admin tool or worker that made
+// no gates revokes for at least a day, so a web instance's one-hour gate
+// still refuses the revoked grant later.
+func TestRevokeUserFromAProcessWithoutGates(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client("alice")
+	h.reauthFor(c, stepuptest.Request{Scope: "oneoff"})
+	admin, err := stepup.New(h.cfg) // same Registry, no gates
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice, _ := h.users.User("alice")
+	if err := admin.RevokeUser(h.ctx(), alice.Handle); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.AdvanceSeconds(75)
+	expectError(t, h.status(c, http.MethodPost, "/oneoff-hour", nil), 403, "reauthentication_required")
+}
+
+func TestGrantDoesNotOutliveItsSignIn(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
+	c := h.client("alice")
+	setSID := func(v string) {
+		c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "sid", Value: v, Path: "/"}})
+	}
+	setSID("sign-in-1")
+	h.reauth(c)
+	h.expectGrant(c)
+	setSID("sign-in-2") // signed out and in again, same user, no Revoke
+	h.expectNoGrant(c)
+	if r := h.do(c, http.MethodGet, "/last", nil, nil); r.raw != "" {
+		t.Errorf("LastReauth in a new sign-in = %q", r.raw)
+	}
+	setSID("sign-in-1")
+	h.expectGrant(c)
+	c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "sid", Path: "/", MaxAge: -1}})
+	expectError(t, h.gate(c), 401, "no_active_session")
 }

@@ -10,8 +10,8 @@ import (
 )
 
 // script is the browser client, stepup.js: a dependency-free ES module that
-// exports reauthenticate, bindReauthButton, fetchWithStepUp and
-// confirmDialog.
+// exports reauthenticate, reauthenticateWithSecret, bindReauthButton,
+// fetchWithStepUp, confirmDialog, stepUpDialog and LABELS.
 //
 //go:embed stepup.js
 var script []byte

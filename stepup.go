@@ -16,45 +16,9 @@ import (
 	"github.com/gorilla/sessions"
 )
 
-// ErrNoActiveSession is what a [UserStore]'s CurrentUser wraps when the
-// request has no signed-in user. stepup answers such a request with
-// 401 no_active_session.
-var ErrNoActiveSession = errors.New("stepup: no active session")
-
-// ErrUnknownCredential is what a [UserStore]'s CredentialByID wraps when no
-// user at all has the credential. Only this error makes the verify handler
-// answer 404 unknown_credential, which tells the browser it may delete the
-// passkey; any other error is a 500.
-var ErrUnknownCredential = errors.New("stepup: unknown credential")
-
-// ErrStaleSignCount is what a [UserStore]'s UpdateCredential may wrap when
-// it refuses the update because the stored sign count is already at or past
-// the new one (a conditional update, as the sqlstore module does): another
-// assertion of the credential was recorded meanwhile. The verify handler
-// then answers 400 verification_failed and logs clone_detected, instead of
-// a 500.
-var ErrStaleSignCount = errors.New("stepup: sign count did not advance")
-
 // ErrInvalidConfig is wrapped by the error [New] returns for a missing or
 // invalid [Config] field.
 var ErrInvalidConfig = errors.New("stepup: invalid config")
-
-// UserStore is the application's side: its sign-in session and its passkey
-// table. stepup never creates users or credentials; it asks the application.
-type UserStore interface {
-	// CurrentUser returns the signed-in user of r. An error wrapping
-	// ErrNoActiveSession means nobody is signed in; any other error is an
-	// internal failure.
-	CurrentUser(r *http.Request) (webauthn.User, error)
-	// CredentialByID finds a stored credential by raw ID across ALL users and
-	// returns it with the user handle (WebAuthnID) of its owner, or an error
-	// wrapping ErrUnknownCredential.
-	CredentialByID(ctx context.Context, id []byte) (cred webauthn.Credential, ownerHandle []byte, err error)
-	// UpdateCredential persists a credential after a successful assertion
-	// (sign count, flags). It may refuse a sign count that does not advance
-	// with an error wrapping ErrStaleSignCount.
-	UpdateCredential(ctx context.Context, ownerHandle []byte, cred webauthn.Credential) error
-}
 
 // Config configures a [StepUp]. WebAuthn, Store and Users are required; every
 // other field has the default its comment gives.
@@ -128,34 +92,15 @@ type Config struct {
 	RecordEvidence func(ctx context.Context, ev Evidence) error
 }
 
-// SignInIdentifier is an optional interface of a [UserStore] whose sign-in
-// sessions have an identifier (a session ID, or a random value stored in the
-// sign-in session). When Users implements it, a grant is bound to the sign-in
-// it was made under: after a sign-out and a new sign-in, even of the same
-// user, the gate asks again. The identifier is hashed before it is stored.
-type SignInIdentifier interface {
-	// SignInID returns the identifier of r's sign-in session, or an error
-	// wrapping ErrNoActiveSession when nobody is signed in.
-	SignInID(r *http.Request) (string, error)
-}
-
 // Defaults used by [New] for zero [Config] fields.
 const (
-	DefaultSessionName   = "stepup"
-	DefaultChallengeTTL  = 2 * time.Minute
+	defaultSessionName   = "stepup"
+	defaultChallengeTTL  = 2 * time.Minute
 	DefaultMaxFailures   = 5
-	DefaultFailureWindow = 15 * time.Minute
-	DefaultMaxStepUps    = 10
-	DefaultStepUpWindow  = time.Minute
+	defaultFailureWindow = 15 * time.Minute
+	defaultMaxStepUps    = 10
+	defaultStepUpWindow  = time.Minute
 )
-
-// maxPending is how many started ceremonies a session keeps, so that two or
-// three tabs can each finish theirs.
-const maxPending = 3
-
-// futureSkew is how far in the future a grant's timestamp may lie (clock
-// skew between instances) before it is treated as stale.
-const futureSkew = 5 * time.Second
 
 // StepUp is the configured step-up middleware and its ceremony handlers. It
 // is safe for concurrent use. Create it with [New].
@@ -227,10 +172,10 @@ func New(cfg Config) (*StepUp, error) {
 	}
 	s.signIns, _ = cfg.Users.(SignInIdentifier)
 	if s.name == "" {
-		s.name = DefaultSessionName
+		s.name = defaultSessionName
 	}
 	if s.ttl == 0 {
-		s.ttl = DefaultChallengeTTL
+		s.ttl = defaultChallengeTTL
 	}
 	if s.ttl < time.Second {
 		return nil, fmt.Errorf("%w: ChallengeTTL must be at least one second", ErrInvalidConfig)
@@ -248,13 +193,13 @@ func New(cfg Config) (*StepUp, error) {
 		s.maxFailures = DefaultMaxFailures
 	}
 	if s.window == 0 {
-		s.window = DefaultFailureWindow
+		s.window = defaultFailureWindow
 	}
 	if s.maxStepUps == 0 {
-		s.maxStepUps = DefaultMaxStepUps
+		s.maxStepUps = defaultMaxStepUps
 	}
 	if s.stepUpWindow == 0 {
-		s.stepUpWindow = DefaultStepUpWindow
+		s.stepUpWindow = defaultStepUpWindow
 	}
 	if cfg.ReauthURL != "" {
 		u, err := url.Parse(cfg.ReauthURL)
@@ -281,7 +226,7 @@ func checkStoreCanSave(store sessions.Store, name string) error {
 		return nil
 	}
 	if name == "" {
-		name = DefaultSessionName
+		name = defaultSessionName
 	}
 	if len(codecs) == 0 {
 		return errors.New("it has no key")

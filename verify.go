@@ -2,19 +2,15 @@ package stepup
 
 import (
 	"bytes"
-	"context"
-	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
 	"github.com/go-webauthn/webauthn/webauthn"
-	"github.com/gorilla/sessions"
 )
 
 // maxVerifyBody is the largest verify request body accepted. A browser's
@@ -26,9 +22,19 @@ const maxVerifyBody = 16 << 10
 // POST /api/reauth/verify. The body is the JSON of
 // PublicKeyCredential.toJSON() for the assertion.
 //
-// It runs the checks of serveVerify in order (the README's HTTP contract
-// lists them) and records the grant only when all pass. See the package
-// documentation for the statuses.
+// In order, and each refusing with its own status: the request (POST, same
+// origin, someone signed in); the body (an assertion of at most 16 KiB); the
+// challenge (pending in this session, issued to this user, unexpired); the
+// claim (one unit of the failure limit and the challenge, in one atomic
+// Registry step: 429 over the limit, 400 challenge_expired when used or
+// expired); the credential (404 unknown_credential only when no user has
+// it); the signature and flags (go-webauthn, user verification required;
+// 400 verification_failed); the owner (403 credential_not_owned unless the
+// signed-in user's); the record (the counter value once, the revocation
+// state unchanged since the ceremony started, the grant recorded); the
+// application's UpdateCredential; and the session. It grants only when all
+// pass, answering {"status": "ok", "reauthenticated_at": RFC 3339}. The
+// HTTP contract in docs/ lists every status.
 func (s *StepUp) VerifyHandler() http.Handler {
 	return http.HandlerFunc(s.serveVerify)
 }
@@ -72,7 +78,7 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 		c.fail(f)
 		return
 	}
-	m := method{name: MethodPasskey, amr: passkeyAMR, credentialID: a.RawID, backedUp: updated.Flags.BackupState}
+	m := proof{name: MethodPasskey, amr: passkeyAMR, credentialID: a.RawID, backedUp: updated.Flags.BackupState}
 	if len(p.op) > 0 {
 		m.evidence = &Evidence{
 			User:              c.who.handle,
@@ -102,125 +108,9 @@ func (s *StepUp) serveVerify(w http.ResponseWriter, r *http.Request) {
 // MethodPasskey is the name of the built-in passkey ceremony.
 const MethodPasskey = "passkey"
 
-// attempt is one run of a ceremony handler for the signed-in user who.
-type attempt struct {
-	s    *StepUp
-	w    http.ResponseWriter
-	r    *http.Request
-	ctx  context.Context
-	who  principal
-	sess *sessions.Session
-	ps   []pending // the session's pending ceremonies when the attempt began
-	now  time.Time
-
-	method   string    // "passkey" or a Method's name; for the log
-	credAttr slog.Attr // the credential, once known; for the log
-	taken    []string  // the limits the attempt holds a unit of, given back on a fault of ours
-	keep     bool      // a fault that must keep its units all the same (a Method's Check)
-
-	description string // a bound ceremony's description, as shown and signed
-}
-
-// refusal is a failed step: what the client sees, and for the log its level,
-// cause and attributes.
-type refusal struct {
-	e       apiError
-	level   slog.Level
-	cause   string
-	attrs   []slog.Attr
-	retry   int64 // Retry-After in seconds, for a 429
-	limited bool  // a 429: logged as rate_limited, not as a failed attempt
-}
-
-func refuse(e apiError, level slog.Level, cause string, attrs ...slog.Attr) *refusal {
-	return &refusal{e: e, level: level, cause: cause, attrs: attrs}
-}
-
-func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principal) *attempt {
-	sess := s.session(r)
-	return &attempt{s: s, w: w, r: r, ctx: r.Context(), who: who, sess: sess, ps: readPending(sess), now: s.now(), method: MethodPasskey}
-}
-
-// claim takes one unit of the user's failure limit and claims the pending
-// challenge p, in one atomic Registry step before anything is verified: of
-// concurrent attempts, no more than the limit get through, on one instance
-// or many, and a challenge answers once and only while the Registry holds it
-// (its own clock, not any instance's, decides that it expired).
-func (c *attempt) claim(p pending) *refusal {
-	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.challenge))
-	switch {
-	case err != nil:
-		return c.registryFailed(err)
-	case failed == 0:
-		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
-	case failed == 1:
-		// Nothing was taken: the replay still counts as an attempt.
-		return c.charge(refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)"))
-	}
-	c.taken = []string{failureKey(c.who.handle)}
-	return nil
-}
-
-// charge takes one unit of the failure limit for attempt refused with f
-// before it reached the Registry, and returns f, or the 429 when the user is
-// over the limit.
-func (c *attempt) charge(f *refusal) *refusal {
-	res, failed, err := c.s.update(c.ctx, c.s.chargeOps(c.who.handle))
-	switch {
-	case err != nil:
-		return c.registryFailed(err)
-	case failed == 0:
-		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
-	}
-	return f
-}
-
-// registryFailed is the refusal of a step whose Registry update failed.
-func (c *attempt) registryFailed(err error) *refusal {
-	c.s.storeFailed(c.r, "registry", err)
-	return refuse(errUnavailable, slog.LevelError, "registry failed")
-}
-
-// giveBack hands back the units the attempt took.
-func (c *attempt) giveBack() {
-	if len(c.taken) == 0 {
-		return
-	}
-	if _, _, err := c.s.update(c.ctx, giveOps(c.taken)); err != nil {
-		c.s.storeFailed(c.r, "registry", err)
-	}
-	c.taken = nil
-}
-
-// fail refuses the attempt. Every failed attempt clears the session's
-// pending challenges, so a challenge answers at most once; the grants, if
-// any, are left as they were. A refusal of the client's making keeps its
-// units of the limits; a fault of ours (5xx) gives them back.
-func (c *attempt) fail(f *refusal) {
-	s := c.s
-	if f.limited {
-		writeRefusal(c.w, f)
-		return
-	}
-	if len(c.ps) > 0 {
-		writePending(c.sess, nil)
-		if err := s.save(c.w, c.r, c.sess); err != nil {
-			s.storeFailed(c.r, "session", err)
-		}
-	}
-	attrs := append(f.attrs, slog.String("reason", f.e.code), userAttr(c.who.handle), slog.String("method", c.method))
-	if c.credAttr.Key != "" {
-		attrs = append(attrs, c.credAttr)
-	}
-	if f.cause != "" {
-		attrs = append(attrs, slog.String("cause", f.cause))
-	}
-	s.event(c.r, f.level, EventReauthFailed, attrs...)
-	if f.e.status >= 500 && !c.keep {
-		c.giveBack()
-	}
-	writeRefusal(c.w, f)
-}
+// passkeyAMR is what a passkey grant records: RFC 8176 "hwk" (proof of
+// possession of a key) and "user" (user presence and verification).
+var passkeyAMR = []string{"hwk", "user"}
 
 // readAssertion reads and parses the body: toJSON() of an assertion.
 func (c *attempt) readAssertion() (*protocol.ParsedCredentialAssertionData, *refusal) {
@@ -269,6 +159,50 @@ func (c *attempt) matchChallenge(a *protocol.ParsedCredentialAssertionData) (pen
 		c.description = string(o.description)
 	}
 	return p, nil
+}
+
+// findPending returns the index of the pending ceremony with challenge, or -1.
+func findPending(ps []pending, challenge []byte) int {
+	for i, p := range ps {
+		if subtle.ConstantTimeCompare(p.challenge, challenge) == 1 {
+			return i
+		}
+	}
+	return -1
+}
+
+// claim takes one unit of the user's failure limit and claims the pending
+// challenge p, in one atomic Registry step before anything is verified: of
+// concurrent attempts, no more than the limit get through, on one instance
+// or many, and a challenge answers once and only while the Registry holds it
+// (its own clock, not any instance's, decides that it expired).
+func (c *attempt) claim(p pending) *refusal {
+	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.challenge))
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == 0:
+		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
+	case failed == 1:
+		// Nothing was taken: the replay still counts as an attempt.
+		return c.charge(refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)"))
+	}
+	c.taken = []string{failureKey(c.who.handle)}
+	return nil
+}
+
+// charge takes one unit of the failure limit for attempt refused with f
+// before it reached the Registry, and returns f, or the 429 when the user is
+// over the limit.
+func (c *attempt) charge(f *refusal) *refusal {
+	res, failed, err := c.s.update(c.ctx, c.s.chargeOps(c.who.handle))
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == 0:
+		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
+	}
+	return f
 }
 
 // findCredential asks the application for the credential across all users.
@@ -328,33 +262,6 @@ func (c *attempt) checkOwnership(a *protocol.ParsedCredentialAssertionData, owne
 	return nil
 }
 
-// record records grant g in the Registry (grantOps): the revocation states
-// its ceremony copied must be current, and a passkey's counter value, when
-// it has one, is consumed, so that of two assertions with the same non-zero
-// counter for one credential, verified at the same moment on one instance
-// or several, only one passes (reading the stored counter, comparing and
-// UpdateCredential are separate steps of the application's store).
-func (c *attempt) record(g grant, dropped []grant, credentialID []byte, counter uint32) *refusal {
-	key := ""
-	if counter != 0 {
-		key = counterKey(g.user, credentialID, counter) // the user is the owner, checked before
-	}
-	ops := c.s.grantOps(g, dropped, c.method == MethodPasskey, key)
-	_, failed, err := c.s.update(c.ctx, ops)
-	switch {
-	case err != nil:
-		return c.registryFailed(err)
-	case failed == opGrantEpoch || failed == opGrantSession:
-		return refuse(errExpired, slog.LevelWarn, "revoked while the ceremony ran")
-	case failed == opGrantCounter && key != "":
-		c.cloneDetected(g.user, counter, counter)
-		return refuse(errVerifyFailed, slog.LevelWarn, "sign counter value already used (possible cloned authenticator)")
-	case failed >= 0:
-		return c.registryFailed(fmt.Errorf("grant update failed at op %d", failed))
-	}
-	return nil
-}
-
 // persistCredential stores the new sign count and flags.
 func (c *attempt) persistCredential(owner []byte, updated *webauthn.Credential) *refusal {
 	err := c.s.users.UpdateCredential(c.ctx, owner, *updated)
@@ -367,120 +274,6 @@ func (c *attempt) persistCredential(owner []byte, updated *webauthn.Credential) 
 		return refuse(errInternal, slog.LevelError, "UpdateCredential failed")
 	}
 	return nil
-}
-
-// method is how a grant was earned, for the grant record and the log.
-type method struct {
-	name         string
-	amr          []string
-	credentialID []byte // a passkey's ID
-	backedUp     bool   // a passkey's backup state (synced)
-	evidence     *Evidence
-}
-
-// passkeyAMR is what a passkey grant records: RFC 8176 "hwk" (proof of
-// possession of a key) and "user" (user presence and verification).
-var passkeyAMR = []string{"hwk", "user"}
-
-// newGrant makes the grant pending ceremony p earns with method m, with the
-// revocation state p copied when it started.
-func (c *attempt) newGrant(p pending, m method) grant {
-	p.revocation.sid = sessionTagOf(c.sess, c.who.signIn) // as it was when p started
-	g := grant{revocation: p.revocation, at: c.now.Unix(), signIn: c.who.signIn, user: c.who.handle, scope: p.scope,
-		op: p.op, id: make([]byte, 16), method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
-	if len(m.credentialID) <= maxCredentialIDLen {
-		g.cred = m.credentialID
-	}
-	if m.backedUp {
-		g.flags |= grantBackedUp
-	}
-	rand.Read(g.id)
-	return g
-}
-
-// grant puts grant g, recorded in the Registry, in the session and answers
-// 200. For a bound ceremony it first hands the evidence to
-// Config.RecordEvidence, and grants nothing if that fails.
-func (c *attempt) grant(p pending, g grant, gs []grant, m method) {
-	s, uid := c.s, c.who.handle
-	if len(p.op) > 0 && s.recordEvidence != nil && m.evidence != nil {
-		ev := *m.evidence
-		ev.At = time.Unix(g.at, 0)
-		if err := s.recordEvidence(c.ctx, ev); err != nil {
-			s.storeFailed(c.r, "evidence", err, c.credAttr)
-			c.fail(refuse(errInternal, slog.LevelError, "RecordEvidence failed"))
-			return
-		}
-	}
-	c.putGrant(p, gs)
-	if err := s.save(c.w, c.r, c.sess); err != nil {
-		s.storeFailed(c.r, "session", err, userAttr(uid))
-		c.ps = nil // nothing to clear: the session was not saved
-		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
-		return
-	}
-	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
-	if c.credAttr.Key != "" {
-		attrs = append(attrs, c.credAttr)
-	}
-	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
-	writeJSON(c.w, http.StatusOK, verifyResult{
-		Status:            "ok",
-		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
-	})
-}
-
-// nextGrants returns the session's grants with g, and those g pushes out: a
-// new plain grant replaces the older one of its scope and method; bound
-// grants are each for one operation; the oldest go past maxGrants.
-func (c *attempt) nextGrants(p pending, g grant) (gs, dropped []grant) {
-	for _, old := range readGrants(nil, c.sess) {
-		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || !bytes.Equal(old.method, g.method) {
-			gs = append(gs, old)
-		} else {
-			dropped = append(dropped, old)
-		}
-	}
-	gs = append(gs, g)
-	if n := len(gs) - maxGrants; n > 0 {
-		dropped, gs = append(dropped, gs[:n]...), gs[n:]
-	}
-	return gs, dropped
-}
-
-// putGrant writes the grants gs into the session, with what the new one
-// ends: the pending ceremony p, and for a bound grant its pending operation.
-func (c *attempt) putGrant(p pending, gs []grant) {
-	writeGrants(c.sess, gs)
-	// A server-side store keeps the session under an ID that the cookie
-	// carries: the grant gets a new one, so that an ID planted in the
-	// browser before the step-up (session fixation) never holds a grant.
-	// Cookie stores have no ID.
-	c.sess.ID = ""
-	if p.challenge != nil { // a passkey ceremony: it is done
-		var rest []pending
-		for _, q := range c.ps {
-			if !bytes.Equal(q.challenge, p.challenge) {
-				rest = append(rest, q)
-			}
-		}
-		writePending(c.sess, rest)
-	}
-	if len(p.op) > 0 {
-		var ops []operation
-		for _, o := range readOperations(c.sess) {
-			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, c.who.handle) {
-				ops = append(ops, o)
-			}
-		}
-		writeOperations(c.sess, ops)
-	}
-}
-
-// verifyResult is the body of a successful verify.
-type verifyResult struct {
-	Status            string `json:"status"`
-	ReauthenticatedAt string `json:"reauthenticated_at"`
 }
 
 // describe turns a go-webauthn error into a log line. A *protocol.Error's
@@ -505,9 +298,12 @@ type credentialOwner struct {
 	cred webauthn.Credential
 }
 
-func (o credentialOwner) WebAuthnID() []byte          { return o.id }
-func (o credentialOwner) WebAuthnName() string        { return "" }
+func (o credentialOwner) WebAuthnID() []byte { return o.id }
+
+func (o credentialOwner) WebAuthnName() string { return "" }
+
 func (o credentialOwner) WebAuthnDisplayName() string { return "" }
+
 func (o credentialOwner) WebAuthnCredentials() []webauthn.Credential {
 	return []webauthn.Credential{o.cred}
 }

@@ -129,8 +129,8 @@ func TestEndToEnd(t *testing.T) {
 
 		// A user without passkeys, and nobody signed in.
 		carol := browser(t, srv, &http.Cookie{Name: signInCookie, Value: "handle-carol", Path: "/"})
-		if err := auth.Reauthenticate(ctx, carol, srv.URL); !errors.As(err, &he) || he.Code != stepup.CodeNoCredentials {
-			t.Errorf("user without passkeys: %v, want %s", err, stepup.CodeNoCredentials)
+		if err := auth.Reauthenticate(ctx, carol, srv.URL); !errors.As(err, &he) || he.Code != "no_credentials" {
+			t.Errorf("user without passkeys: %v, want %s", err, "no_credentials")
 		}
 		if err := auth.Reauthenticate(ctx, browser(t, srv), srv.URL); !errors.As(err, &he) || he.Status != http.StatusUnauthorized {
 			t.Errorf("nobody signed in: %v, want 401", err)

@@ -146,22 +146,7 @@ func (a *Authenticator) Create(optionsJSON []byte, opts ...CreateOption) ([]byte
 	}
 	id := make([]byte, 64) // as Register: long IDs keep size tests honest
 	rand.Read(id)
-
-	flags := byte(flagUP | flagUV | flagAT)
-	if co.AuthenticatorSelection.UserVerification == string(protocol.VerificationDiscouraged) {
-		flags &^= flagUV
-	}
-	if c.synced {
-		flags |= flagBE | flagBS
-	}
-	rpHash := sha256.Sum256([]byte(rpID))
-	authData := append(rpHash[:], flags)
-	authData = binary.BigEndian.AppendUint32(authData, 0) // sign count
-	authData = append(authData, make([]byte, 16)...)      // AAGUID
-	authData = binary.BigEndian.AppendUint16(authData, uint16(len(id)))
-	authData = append(authData, id...)
-	authData = append(authData, coseES256(&key.PublicKey)...)
-
+	authData := creationAuthData(rpID, co, c, id, key)
 	clientData, err := json.Marshal(struct {
 		Type        string `json:"type"`
 		Challenge   string `json:"challenge"`
@@ -178,21 +163,53 @@ func (a *Authenticator) Create(optionsJSON []byte, opts ...CreateOption) ([]byte
 			return nil, err
 		}
 	}
+	if err := a.keep(co, rpID, id, key, c.synced); err != nil {
+		return nil, err
+	}
+	return registrationResponse(co, c, id, key, clientData, authData, sig)
+}
+
+// creationAuthData is the authenticator data of a new passkey: the RP ID
+// hash, the flags (UV unless discouraged; BE and BS when synced), a zero
+// sign count and the attested credential data.
+func creationAuthData(rpID string, co *creationOptions, c creation, id []byte, key *ecdsa.PrivateKey) []byte {
+	flags := byte(flagUP | flagUV | flagAT)
+	if co.AuthenticatorSelection.UserVerification == string(protocol.VerificationDiscouraged) {
+		flags &^= flagUV
+	}
+	if c.synced {
+		flags |= flagBE | flagBS
+	}
+	rpHash := sha256.Sum256([]byte(rpID))
+	authData := append(rpHash[:], flags)
+	authData = binary.BigEndian.AppendUint32(authData, 0) // sign count
+	authData = append(authData, make([]byte, 16)...)      // AAGUID
+	authData = binary.BigEndian.AppendUint16(authData, uint16(len(id)))
+	authData = append(authData, id...)
+	return append(authData, coseES256(&key.PublicKey)...)
+}
+
+// keep stores the new passkey, unless one the options exclude is already
+// held for the relying party.
+func (a *Authenticator) keep(co *creationOptions, rpID string, id []byte, key *ecdsa.PrivateKey, synced bool) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, pk := range a.passkeys {
+		if pk.rpID == rpID && excluded(co, pk.id) {
+			return ErrCredentialExcluded
+		}
+	}
+	a.passkeys = append(a.passkeys, &passkey{id: id, user: append([]byte(nil), *co.User.ID...), rpID: rpID, key: key, backup: synced})
+	return nil
+}
+
+// registrationResponse is the JSON of the PublicKeyCredential, as the
+// browser's toJSON() writes it.
+func registrationResponse(co *creationOptions, c creation, id []byte, key *ecdsa.PrivateKey, clientData, authData, sig []byte) ([]byte, error) {
 	spki, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
 		return nil, err
 	}
-
-	a.mu.Lock()
-	for _, pk := range a.passkeys {
-		if pk.rpID == rpID && excluded(co, pk.id) {
-			a.mu.Unlock()
-			return nil, ErrCredentialExcluded
-		}
-	}
-	a.passkeys = append(a.passkeys, &passkey{id: id, user: append([]byte(nil), *co.User.ID...), rpID: rpID, key: key, backup: c.synced})
-	a.mu.Unlock()
-
 	var ext any = struct{}{}
 	if co.Extensions.CredProps {
 		ext = map[string]any{"credProps": map[string]bool{"rk": true}}

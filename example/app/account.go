@@ -362,7 +362,7 @@ func (s *server) accountView(r *http.Request, u *User) (*accountView, error) {
 	// or a payment's, which its gate used up.
 	var last usedConfirmation
 	getJSON(s.signIn.get(r), keyConfirmed, &last)
-	if g, ok := s.su.LastReauth(r); ok && g.At.Unix() >= last.At {
+	if g, ok := s.su.LatestGrant(r); ok && g.At.Unix() >= last.At {
 		last = usedConfirmation{At: g.At.Unix(), Method: g.Method}
 	}
 	if last.At != 0 {

@@ -104,53 +104,17 @@ type server struct {
 
 // New returns the demo as an http.Handler, or an error for invalid options.
 func New(opts Options) (http.Handler, error) {
-	if opts.Origin == "" {
-		opts.Origin = DefaultOrigin
+	origin, local, err := parseOrigin(opts.Origin)
+	if err != nil {
+		return nil, err
 	}
-	origin, err := url.Parse(opts.Origin)
-	if err != nil || origin.Host == "" || origin.Path != "" && origin.Path != "/" || origin.RawQuery != "" {
-		return nil, fmt.Errorf("app: origin %q is not of the form http://host:port", opts.Origin)
+	signInSecret, err := stepUpKeys(&opts)
+	if err != nil {
+		return nil, err
 	}
-	if net.ParseIP(origin.Hostname()) != nil {
-		return nil, fmt.Errorf("app: origin %q: passkeys need a host name, not an IP address (use localhost)", opts.Origin)
+	if err := defaults(&opts); err != nil {
+		return nil, err
 	}
-	local := isLocalhost(origin.Hostname())
-	if origin.Scheme != "https" && (origin.Scheme != "http" || !local) {
-		return nil, fmt.Errorf("app: origin %q must be https, or http on localhost (passkeys need a secure context)", opts.Origin)
-	}
-	if (opts.HashKey == nil) != (opts.BlockKey == nil) {
-		return nil, errors.New("app: give both step-up cookie keys or neither")
-	}
-	var signInSecret []byte
-	if opts.HashKey != nil {
-		signInSecret = append(append(signInSecret, opts.HashKey...), opts.BlockKey...)
-	} else {
-		opts.HashKey = securecookie.GenerateRandomKey(32)
-		opts.BlockKey = securecookie.GenerateRandomKey(32)
-	}
-	if n := len(opts.HashKey); n != 32 && n != 64 {
-		return nil, fmt.Errorf("app: the step-up hash key must be 32 or 64 bytes, not %d", n)
-	}
-	if n := len(opts.BlockKey); n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("app: the step-up block key must be 16, 24 or 32 bytes, not %d", n)
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	switch {
-	case opts.Users != nil && opts.DB != nil:
-		return nil, errors.New("app: give Options.DB or Options.Users, not both")
-	case opts.Users == nil && opts.DB == nil:
-		opts.Users = NewUsers()
-	case opts.Users == nil:
-		if opts.Users, err = OpenUsers(context.Background(), opts.DB); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-
 	s := &server{
 		origin: origin.Scheme + "://" + origin.Host,
 		rpID:   origin.Hostname(),
@@ -167,16 +131,93 @@ func New(opts Options) (http.Handler, error) {
 	}
 	s.accounts = accounts{users: s.users, signIn: s.signIn, now: s.now}
 	s.signInLimit = &signInLimiter{now: s.now, failures: map[string]failures{}}
+	if err := s.newStepUp(opts, secure); err != nil {
+		return nil, err
+	}
+	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	return s.routes(), nil
+}
 
+// parseOrigin checks the app's origin (DefaultOrigin when empty): an https
+// origin, or http on localhost, with a host name. local says whether it is
+// this machine.
+func parseOrigin(o string) (origin *url.URL, local bool, err error) {
+	if o == "" {
+		o = DefaultOrigin
+	}
+	origin, err = url.Parse(o)
+	if err != nil || origin.Host == "" || origin.Path != "" && origin.Path != "/" || origin.RawQuery != "" {
+		return nil, false, fmt.Errorf("app: origin %q is not of the form http://host:port", o)
+	}
+	if net.ParseIP(origin.Hostname()) != nil {
+		return nil, false, fmt.Errorf("app: origin %q: passkeys need a host name, not an IP address (use localhost)", o)
+	}
+	local = isLocalhost(origin.Hostname())
+	if origin.Scheme != "https" && (origin.Scheme != "http" || !local) {
+		return nil, false, fmt.Errorf("app: origin %q must be https, or http on localhost (passkeys need a secure context)", o)
+	}
+	return origin, local, nil
+}
+
+// stepUpKeys checks the step-up cookie keys, or makes random ones, and
+// returns the secret the sign-in cookie keys are derived from (nil when the
+// keys are random: then the sign-in cookie's are random too).
+func stepUpKeys(opts *Options) ([]byte, error) {
+	if (opts.HashKey == nil) != (opts.BlockKey == nil) {
+		return nil, errors.New("app: give both step-up cookie keys or neither")
+	}
+	var signInSecret []byte
+	if opts.HashKey != nil {
+		signInSecret = append(append(signInSecret, opts.HashKey...), opts.BlockKey...)
+	} else {
+		opts.HashKey = securecookie.GenerateRandomKey(32)
+		opts.BlockKey = securecookie.GenerateRandomKey(32)
+	}
+	if n := len(opts.HashKey); n != 32 && n != 64 {
+		return nil, fmt.Errorf("app: the step-up hash key must be 32 or 64 bytes, not %d", n)
+	}
+	if n := len(opts.BlockKey); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("app: the step-up block key must be 16, 24 or 32 bytes, not %d", n)
+	}
+	return signInSecret, nil
+}
+
+// defaults fills in the clock, the users and the logger.
+func defaults(opts *Options) error {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	switch {
+	case opts.Users != nil && opts.DB != nil:
+		return errors.New("app: give Options.DB or Options.Users, not both")
+	case opts.Users == nil && opts.DB == nil:
+		opts.Users = NewUsers()
+	case opts.Users == nil:
+		var err error
+		if opts.Users, err = OpenUsers(context.Background(), opts.DB); err != nil {
+			return err
+		}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// newStepUp makes the relying party and the StepUp, its cookie Secure
+// unless the app runs on localhost.
+func (s *server) newStepUp(opts Options, secure bool) error {
+	var err error
 	s.wa, err = webauthn.New(&webauthn.Config{
 		RPID:          s.rpID,
 		RPDisplayName: "Step-up demo bank",
 		RPOrigins:     []string{s.origin},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("app: %w", err)
+		return fmt.Errorf("app: %w", err)
 	}
-
 	store := sessions.NewCookieStore(opts.HashKey, opts.BlockKey)
 	store.Options = &sessions.Options{Path: "/", HttpOnly: true, Secure: secure, SameSite: http.SameSiteLaxMode}
 	store.MaxAge(int(signInLifetime / time.Second))
@@ -189,13 +230,9 @@ func New(opts Options) (http.Handler, error) {
 		Logger:    s.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("app: %w", err)
+		return fmt.Errorf("app: %w", err)
 	}
-
-	if s.pages, err = parsePages(); err != nil {
-		return nil, err
-	}
-	return s.routes(), nil
+	return nil
 }
 
 // isLocalhost reports whether browsers treat host as this machine (and

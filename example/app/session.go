@@ -137,7 +137,7 @@ func getJSON(sess *sessions.Session, key string, v any) bool {
 }
 
 // usedConfirmation is a single-use confirmation (a payment's) that a gate
-// consumed: stepup drops it from the step-up session, so LastReauth no
+// consumed: stepup drops it from the step-up session, so LatestGrant no
 // longer sees it, but the account page still says it happened.
 type usedConfirmation struct {
 	At     int64  `json:"at"` // Unix seconds

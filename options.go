@@ -3,17 +3,10 @@ package stepup
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -37,124 +30,12 @@ func (s *StepUp) OptionsHandler() http.Handler {
 	return http.HandlerFunc(s.serveOptions)
 }
 
-// principal is the signed-in user of a request as stepup sees it.
-type principal struct {
-	user   webauthn.User
-	handle []byte
-	signIn []byte // tag of the sign-in session; nil unless Users is a SignInIdentifier
-}
-
-// ceremonyCaller runs the checks every ceremony handler starts with: the
-// method, the origin and the signed-in user. It returns the signed-in user,
-// or writes the refusal and returns false.
-func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (principal, bool) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, errMethod)
-		return principal{}, false
-	}
-	if err := s.crossOrigin.Check(r); err != nil {
-		s.event(r, slog.LevelWarn, EventCrossOrigin, slog.String("origin", r.Header.Get("Origin")))
-		writeError(w, errCrossOrigin)
-		return principal{}, false
-	}
-	return s.currentUser(w, r)
-}
-
-// tooMany is the 429 refusal for a user over a limit ("failures" or
-// "step-ups"), with Retry-After the time left in the limit's window in
-// whole seconds, rounded up. It logs rate_limited.
-func (s *StepUp) tooMany(r *http.Request, handle []byte, retry time.Duration, limit string) *refusal {
-	secs := max(int64((retry+time.Second-1)/time.Second), 1)
-	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs), slog.String("limit", limit))
-	return &refusal{e: errTooMany, retry: secs, limited: true}
-}
-
-// writeRefusal writes f as the answer: the error, and Retry-After for a 429.
-func writeRefusal(w http.ResponseWriter, f *refusal) {
-	if f.retry > 0 {
-		w.Header().Set("Retry-After", strconv.FormatInt(f.retry, 10))
-	}
-	writeError(w, f.e)
-}
-
-// currentUser asks the application for the signed-in user. It writes 401 when
-// nobody is signed in and 500 when the application fails or returns a user
-// without a valid handle.
-func (s *StepUp) currentUser(w http.ResponseWriter, r *http.Request) (principal, bool) {
-	p, err := s.principal(r)
-	switch {
-	case errors.Is(err, ErrNoActiveSession):
-		writeError(w, errNoSession)
-		return principal{}, false
-	case err != nil:
-		s.storeFailed(r, "users", err)
-		writeError(w, errInternal)
-		return principal{}, false
-	}
-	return p, true
-}
-
-// principal asks the application who is signed in on r. An error wrapping
-// ErrNoActiveSession means nobody; any other is a failure of the UserStore
-// (or a user without a valid handle).
-func (s *StepUp) principal(r *http.Request) (principal, error) {
-	user, err := s.users.CurrentUser(r)
-	if err != nil {
-		return principal{}, err
-	}
-	if user == nil {
-		return principal{}, errors.New("CurrentUser returned a nil user and no error")
-	}
-	p := principal{user: user, handle: user.WebAuthnID()}
-	if len(p.handle) == 0 || len(p.handle) > maxHandleLen {
-		return principal{}, errors.New("user handle must be 1 to 64 bytes")
-	}
-	if s.signIns != nil {
-		id, err := s.signIns.SignInID(r)
-		if err != nil {
-			return principal{}, err
-		}
-		sum := sha256.Sum256([]byte(id))
-		p.signIn = sum[:signInTagLen]
-	}
-	return p, nil
-}
-
-// storeFailed logs a failure of the application's or stepup's storage.
-func (s *StepUp) storeFailed(r *http.Request, store string, err error, attrs ...slog.Attr) {
-	s.event(r, slog.LevelError, EventStoreFailed, append(attrs, slog.String("store", store), errAttr(err))...)
-}
-
-// grantRequest is what grant a ceremony asks for, in the bodies of the
-// options and method handlers.
-type grantRequest struct {
-	Scope     string `json:"scope"`     // a scope some gate was made with
-	Operation string `json:"operation"` // the digest of an operation pending for this user
-}
+// maxOptionsBody bounds the options request body.
+const maxOptionsBody = 4 << 10
 
 // optionsRequest is the optional JSON body of the options handler.
 type optionsRequest struct {
 	grantRequest
-}
-
-// requestedGrant checks the grant a ceremony asks for: a scope some gate
-// was made with, and an operation pending for the user in the session. It
-// returns the operation, nil for none.
-func (s *StepUp) requestedGrant(r *http.Request, who principal, req grantRequest, now time.Time) (*operation, *apiError) {
-	if req.Scope != "" {
-		if _, known := s.scopes.Load(req.Scope); !known {
-			return nil, &errUnknownScope
-		}
-	}
-	if req.Operation == "" {
-		return nil, nil
-	}
-	op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, now)
-	if op == nil {
-		return nil, &errUnknownOp
-	}
-	return op, nil
 }
 
 // optionsResponse is PublicKeyCredentialRequestOptionsJSON, with the bound
@@ -204,9 +85,6 @@ func newRequestOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) reques
 	return out
 }
 
-// maxOptionsBody bounds the options request body.
-const maxOptionsBody = 4 << 10
-
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	p, ok := s.ceremonyCaller(w, r)
 	if !ok {
@@ -214,7 +92,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	req, e := readOptionsRequest(w, r)
-	var op *operation
+	var op *pendingOp
 	if e == nil {
 		op, e = s.requestedGrant(r, p, req.grantRequest, now)
 	}
@@ -297,7 +175,7 @@ func (s *StepUp) startCeremony(r *http.Request, p principal, sess *sessions.Sess
 
 // readOptionsRequest reads the optional body of the options handler: empty,
 // or JSON with only the known fields.
-func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest, *apiError) {
+func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest, *refusal) {
 	var req optionsRequest
 	body, e := readJSONBody(w, r, maxOptionsBody, errBadRequestBody)
 	if e != nil || len(bytes.TrimSpace(body)) == 0 {
@@ -309,21 +187,6 @@ func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest,
 		return req, &errBadRequestBody
 	}
 	return req, nil
-}
-
-// findOperation returns the unexpired operation pending for user whose
-// digest is the base64url digest, or nil.
-func findOperation(ops []operation, user []byte, digest string, now time.Time) *operation {
-	d, err := base64.RawURLEncoding.DecodeString(digest)
-	if err != nil {
-		return nil
-	}
-	for i, o := range ops {
-		if o.expires >= now.Unix() && bytes.Equal(o.user, user) && bytes.Equal(o.digest, d) {
-			return &ops[i]
-		}
-	}
-	return nil
 }
 
 // withTimeout is a login option that sets the browser's timeout to the
@@ -342,34 +205,4 @@ func livePending(ps []pending, now time.Time) []pending {
 		}
 	}
 	return live
-}
-
-// readJSONBody reads r's body, at most max bytes (else 413). A non-empty body
-// must be sent as application/json; bad is the refusal for one that is not
-// or cannot be read.
-func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad apiError) ([]byte, *apiError) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
-	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return nil, &errTooLarge
-		}
-		return nil, &bad
-	}
-	if len(bytes.TrimSpace(body)) > 0 {
-		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			return nil, &bad
-		}
-	}
-	return body, nil
-}
-
-// findPending returns the index of the pending ceremony with challenge, or -1.
-func findPending(ps []pending, challenge []byte) int {
-	for i, p := range ps {
-		if subtle.ConstantTimeCompare(p.challenge, challenge) == 1 {
-			return i
-		}
-	}
-	return -1
 }

@@ -1,6 +1,7 @@
 package stepup
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"strings"
@@ -8,6 +9,10 @@ import (
 
 	"github.com/go-webauthn/webauthn/webauthn"
 )
+
+// futureSkew is how far in the future a grant's timestamp may lie (clock
+// skew between instances) before it is treated as stale.
+const futureSkew = 5 * time.Second
 
 // Grant is what a step-up proved: when, how and for what.
 type Grant struct {
@@ -20,7 +25,48 @@ type Grant struct {
 	Operation    []byte    // SHA-256 of the bound operation's canonical bytes; nil unless bound
 }
 
-func (g grant) export() Grant {
+// grantRecord is a completed step-up: who, when (Unix seconds by Now), in which
+// sign-in session (a tag derived from the application's sign-in ID, or empty
+// when the UserStore does not name its sign-in sessions), for which scope
+// ("" for none) and operation digest (empty unless bound), a random ID
+// under which the Registry records it, and how: the method's name, its
+// AMR values (space-separated), for a passkey its credential ID, and flags.
+// It also carries the revocation states it copied when its ceremony
+// started: the user's (RevokeUser) and its session's (Revoke), with the
+// session's tag.
+type grantRecord struct {
+	revocation
+	at     int64
+	signIn []byte
+	user   []byte
+	scope  []byte
+	op     []byte
+	id     []byte
+	method []byte
+	amr    []byte
+	cred   []byte
+	flags  int64
+}
+
+// Grant flags.
+const grantBackedUp = 1 // the passkey was backed up (synced)
+
+// matches reports whether g was made by p for scope and operation digest op
+// (nil for an unbound grant).
+func (g grantRecord) matches(p principal, scope string, op []byte) bool {
+	return bytes.Equal(g.user, p.handle) && bytes.Equal(g.signIn, p.signIn) &&
+		string(g.scope) == scope && bytes.Equal(g.op, op)
+}
+
+// fresh reports whether g is at most maxAge old by now. A grant stamped more
+// than futureSkew in the future is never fresh. The boundary is inclusive:
+// age == maxAge passes, age > maxAge is stale. Ages are whole seconds.
+func (g grantRecord) fresh(now time.Time, maxAge time.Duration) bool {
+	age := time.Duration(now.Unix()-g.at) * time.Second
+	return age >= -futureSkew && age <= maxAge
+}
+
+func (g grantRecord) export() Grant {
 	out := Grant{
 		At:        time.Unix(g.at, 0),
 		Method:    string(g.method),
@@ -47,7 +93,7 @@ func clone(b []byte) []byte {
 type passed struct {
 	context.Context
 	user  webauthn.User
-	grant grant
+	grant grantRecord
 }
 
 type passedKey struct{}
@@ -82,16 +128,16 @@ func UserFrom(ctx context.Context) (webauthn.User, bool) {
 }
 
 // withPassed returns r with the gate's user and grant in its context.
-func withPassed(r *http.Request, user webauthn.User, g grant) *http.Request {
+func withPassed(r *http.Request, user webauthn.User, g grantRecord) *http.Request {
 	return r.WithContext(&passed{Context: r.Context(), user: user, grant: g})
 }
 
-// LastReauth returns the signed-in user's newest grant held by the step-up
+// LatestGrant returns the signed-in user's newest grant held by the step-up
 // session (of any scope and method, for this sign-in session, see
 // [SignInIdentifier]), for pages that say "You last confirmed it's you ...".
 // It does not judge freshness nor ask the Registry whether the grant was
 // used or revoked.
-func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) {
+func (s *StepUp) LatestGrant(r *http.Request) (Grant, bool) {
 	p, err := s.principal(r)
 	if err != nil {
 		return Grant{}, false
@@ -108,3 +154,8 @@ func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) {
 	}
 	return gs[best].export(), true
 }
+
+// LastReauth is LatestGrant.
+//
+// Deprecated: use [StepUp.LatestGrant]; LastReauth goes at v1.
+func (s *StepUp) LastReauth(r *http.Request) (Grant, bool) { return s.LatestGrant(r) }

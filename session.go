@@ -1,10 +1,8 @@
 package stepup
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net/http"
-	"time"
 
 	"github.com/gorilla/sessions"
 )
@@ -69,41 +67,9 @@ const (
 	maxOperations = 3
 )
 
-// grant is a completed step-up: who, when (Unix seconds by Now), in which
-// sign-in session (a tag derived from the application's sign-in ID, or empty
-// when the UserStore does not name its sign-in sessions), for which scope
-// ("" for none) and operation digest (empty unless bound), a random ID
-// under which the Registry records it, and how: the method's name, its
-// AMR values (space-separated), for a passkey its credential ID, and flags.
-// It also carries the revocation states it copied when its ceremony
-// started: the user's (RevokeUser) and its session's (Revoke), with the
-// session's tag.
-type grant struct {
-	revocation
-	at     int64
-	signIn []byte
-	user   []byte
-	scope  []byte
-	op     []byte
-	id     []byte
-	method []byte
-	amr    []byte
-	cred   []byte
-	flags  int64
-}
-
-// revocation is the revocation state a ceremony copies when it starts and
-// its grant keeps: the session tag, and the values under the user's
-// epochKey and the session's sessionKey. A gate passes the grant only while
-// the Registry holds the same values; RevokeUser and Revoke replace them.
-type revocation struct {
-	sid       []byte
-	userEpoch int64
-	sessEpoch int64
-}
-
-// Grant flags.
-const grantBackedUp = 1 // the passkey was backed up (synced)
+// maxPending is how many started ceremonies a session keeps, so that two or
+// three tabs can each finish theirs.
+const maxPending = 3
 
 // pending is a started ceremony: when it stops being valid (Unix seconds by
 // Now), the challenge, who it was issued to, the scope, and for a bound
@@ -118,9 +84,9 @@ type pending struct {
 	op        []byte
 }
 
-// operation is a refused bound request waiting for confirmation: its digest
+// pendingOp is a refused bound request waiting for confirmation: its digest
 // and description, for whom, until when.
-type operation struct {
+type pendingOp struct {
 	expires     int64
 	user        []byte
 	digest      []byte
@@ -130,7 +96,8 @@ type operation struct {
 // writer and reader implement the record fields.
 type writer []byte
 
-func (w writer) int(v int64) writer    { return binary.BigEndian.AppendUint64(w, uint64(v)) }
+func (w writer) int(v int64) writer { return binary.BigEndian.AppendUint64(w, uint64(v)) }
+
 func (w writer) bytes(b []byte) writer { return append(append(w, byte(len(b))), b...) }
 
 type reader struct {
@@ -203,25 +170,13 @@ func (r *reader) revocation() revocation {
 	return revocation{userEpoch: r.int(), sessEpoch: r.int()}
 }
 
-// sessionTagOf returns the session tag of a record of sess with sign-in tag
-// signIn.
-func sessionTagOf(sess *sessions.Session, signIn []byte) []byte {
-	if len(signIn) == sessionIDLen {
-		return signIn
-	}
-	if id := value(sess, keySessionID); len(id) == sessionIDLen {
-		return id
-	}
-	return nil
-}
-
-func writeGrant(w writer, g grant) writer {
+func writeGrant(w writer, g grantRecord) writer {
 	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
 		bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags).revocation(g.revocation)
 }
 
-func readGrantRecord(r reader) (grant, reader) {
-	g := grant{
+func readGrantRecord(r reader) (grantRecord, reader) {
+	g := grantRecord{
 		at:     r.int(),
 		signIn: r.bytes(0, signInTagLen),
 		user:   r.bytes(1, maxHandleLen),
@@ -255,12 +210,12 @@ func readPendingRecord(r reader) (pending, reader) {
 	return p, r // after the reads: operands of one statement have no set order
 }
 
-func writeOperationRecord(w writer, o operation) writer {
+func writeOperationRecord(w writer, o pendingOp) writer {
 	return w.int(o.expires).bytes(o.user).bytes(o.digest).bytes(o.description)
 }
 
-func readOperationRecord(r reader) (operation, reader) {
-	o := operation{
+func readOperationRecord(r reader) (pendingOp, reader) {
+	o := pendingOp{
 		expires:     r.int(),
 		user:        r.bytes(1, maxHandleLen),
 		digest:      r.bytes(32, 32),
@@ -269,16 +224,21 @@ func readOperationRecord(r reader) (operation, reader) {
 	return o, r // after the reads: operands of one statement have no set order
 }
 
-func encodeGrants(gs []grant) []byte { return encodeList(gs, writeGrant) }
-func decodeGrants(dst []grant, b []byte) ([]grant, bool) {
+func encodeGrants(gs []grantRecord) []byte { return encodeList(gs, writeGrant) }
+
+func decodeGrants(dst []grantRecord, b []byte) ([]grantRecord, bool) {
 	return decodeList(dst, b, maxGrants, readGrantRecord)
 }
+
 func encodePending(ps []pending) []byte { return encodeList(ps, writePendingRecord) }
+
 func decodePending(b []byte) ([]pending, bool) {
 	return decodeList(nil, b, maxPending, readPendingRecord)
 }
-func encodeOperations(ops []operation) []byte { return encodeList(ops, writeOperationRecord) }
-func decodeOperations(b []byte) ([]operation, bool) {
+
+func encodeOperations(ops []pendingOp) []byte { return encodeList(ops, writeOperationRecord) }
+
+func decodeOperations(b []byte) ([]pendingOp, bool) {
 	return decodeList(nil, b, maxOperations, readOperationRecord)
 }
 
@@ -314,7 +274,7 @@ func put(sess *sessions.Session, key string, b []byte, empty bool) {
 
 // readGrants decodes the grants of sess into dst[:0] (nil allocates; an
 // array of maxGrants does not).
-func readGrants(dst []grant, sess *sessions.Session) []grant {
+func readGrants(dst []grantRecord, sess *sessions.Session) []grantRecord {
 	gs, _ := decodeGrants(dst, value(sess, keyGrants))
 	for i := range gs {
 		gs[i].sid = sessionTagOf(sess, gs[i].signIn)
@@ -322,7 +282,7 @@ func readGrants(dst []grant, sess *sessions.Session) []grant {
 	return gs
 }
 
-func writeGrants(sess *sessions.Session, gs []grant) {
+func writeGrants(sess *sessions.Session, gs []grantRecord) {
 	put(sess, keyGrants, encodeGrants(gs), len(gs) == 0)
 }
 
@@ -335,12 +295,12 @@ func writePending(sess *sessions.Session, ps []pending) {
 	put(sess, keyPending, encodePending(ps), len(ps) == 0)
 }
 
-func readOperations(sess *sessions.Session) []operation {
+func readOperations(sess *sessions.Session) []pendingOp {
 	ops, _ := decodeOperations(value(sess, keyOperations))
 	return ops
 }
 
-func writeOperations(sess *sessions.Session, ops []operation) {
+func writeOperations(sess *sessions.Session, ops []pendingOp) {
 	put(sess, keyOperations, encodeOperations(ops), len(ops) == 0)
 }
 
@@ -350,21 +310,6 @@ func newest[T any](items []T, max int) []T {
 		return items[len(items)-max:]
 	}
 	return items
-}
-
-// matches reports whether g was made by p for scope and operation digest op
-// (nil for an unbound grant).
-func (g grant) matches(p principal, scope string, op []byte) bool {
-	return bytes.Equal(g.user, p.handle) && bytes.Equal(g.signIn, p.signIn) &&
-		string(g.scope) == scope && bytes.Equal(g.op, op)
-}
-
-// fresh reports whether g is at most maxAge old by now. A grant stamped more
-// than futureSkew in the future is never fresh. The boundary is inclusive:
-// age == maxAge passes, age > maxAge is stale. Ages are whole seconds.
-func (g grant) fresh(now time.Time, maxAge time.Duration) bool {
-	age := time.Duration(now.Unix()-g.at) * time.Second
-	return age >= -futureSkew && age <= maxAge
 }
 
 // save writes sess with the step-up cookie's fixed attributes: HttpOnly and

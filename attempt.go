@@ -1,0 +1,299 @@
+package stepup
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gorilla/sessions"
+)
+
+// ceremonyCaller runs the checks every ceremony handler starts with: the
+// method, the origin and the signed-in user. It returns the signed-in user,
+// or writes the refusal and returns false.
+func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (principal, bool) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, errMethod)
+		return principal{}, false
+	}
+	if err := s.crossOrigin.Check(r); err != nil {
+		s.event(r, slog.LevelWarn, EventCrossOriginRefused, slog.String("origin", r.Header.Get("Origin")))
+		writeError(w, errCrossOrigin)
+		return principal{}, false
+	}
+	return s.currentUser(w, r)
+}
+
+// grantRequest is what grant a ceremony asks for, in the bodies of the
+// options and method handlers.
+type grantRequest struct {
+	Scope     string `json:"scope"`     // a scope some gate was made with
+	Operation string `json:"operation"` // the digest of an operation pending for this user
+}
+
+// requestedGrant checks the grant a ceremony asks for: a scope some gate
+// was made with, and an operation pending for the user in the session. It
+// returns the operation, nil for none.
+func (s *StepUp) requestedGrant(r *http.Request, who principal, req grantRequest, now time.Time) (*pendingOp, *refusal) {
+	if req.Scope != "" {
+		if _, known := s.scopes.Load(req.Scope); !known {
+			return nil, &errUnknownScope
+		}
+	}
+	if req.Operation == "" {
+		return nil, nil
+	}
+	op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, now)
+	if op == nil {
+		return nil, &errUnknownOp
+	}
+	return op, nil
+}
+
+// readJSONBody reads r's body, at most max bytes (else 413). A non-empty body
+// must be sent as application/json; bad is the refusal for one that is not
+// or cannot be read.
+func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad refusal) ([]byte, *refusal) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return nil, &errTooLarge
+		}
+		return nil, &bad
+	}
+	if len(bytes.TrimSpace(body)) > 0 {
+		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+			return nil, &bad
+		}
+	}
+	return body, nil
+}
+
+// attempt is one run of a ceremony handler for the signed-in user who.
+type attempt struct {
+	s    *StepUp
+	w    http.ResponseWriter
+	r    *http.Request
+	ctx  context.Context
+	who  principal
+	sess *sessions.Session
+	ps   []pending // the session's pending ceremonies when the attempt began
+	now  time.Time
+
+	method   string    // "passkey" or a Method's name; for the log
+	credAttr slog.Attr // the credential, once known; for the log
+	taken    []string  // the limits the attempt holds a unit of, given back on a fault of ours
+	keep     bool      // a fault that must keep its units all the same (a Method's Check)
+
+	description string // a bound ceremony's description, as shown and signed
+}
+
+func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principal) *attempt {
+	sess := s.session(r)
+	return &attempt{s: s, w: w, r: r, ctx: r.Context(), who: who, sess: sess, ps: readPending(sess), now: s.now(), method: MethodPasskey}
+}
+
+// registryFailed is the refusal of a step whose Registry update failed.
+func (c *attempt) registryFailed(err error) *refusal {
+	c.s.storeFailed(c.r, "registry", err)
+	return refuse(errUnavailable, slog.LevelError, "registry failed")
+}
+
+// giveBack hands back the units the attempt took.
+func (c *attempt) giveBack() {
+	if len(c.taken) == 0 {
+		return
+	}
+	if _, _, err := c.s.update(c.ctx, giveOps(c.taken)); err != nil {
+		c.s.storeFailed(c.r, "registry", err)
+	}
+	c.taken = nil
+}
+
+// tooMany is the 429 refusal for a user over a limit ("failures" or
+// "step-ups"), with Retry-After the time left in the limit's window in
+// whole seconds, rounded up. It logs rate_limited.
+func (s *StepUp) tooMany(r *http.Request, handle []byte, retry time.Duration, limit string) *refusal {
+	secs := max(int64((retry+time.Second-1)/time.Second), 1)
+	s.event(r, slog.LevelWarn, EventRateLimited, userAttr(handle), slog.Int64("retry_after", secs), slog.String("limit", limit))
+	f := errTooMany
+	f.retry, f.limited = secs, true
+	return &f
+}
+
+// fail refuses the attempt. Every failed attempt clears the session's
+// pending challenges, so a challenge answers at most once; the grants, if
+// any, are left as they were. A refusal of the client's making keeps its
+// units of the limits; a fault of ours (5xx) gives them back.
+func (c *attempt) fail(f *refusal) {
+	s := c.s
+	if f.limited {
+		writeRefusal(c.w, f)
+		return
+	}
+	if len(c.ps) > 0 {
+		writePending(c.sess, nil)
+		if err := s.save(c.w, c.r, c.sess); err != nil {
+			s.storeFailed(c.r, "session", err)
+		}
+	}
+	attrs := append(f.attrs, slog.String("reason", f.code), userAttr(c.who.handle), slog.String("method", c.method))
+	if c.credAttr.Key != "" {
+		attrs = append(attrs, c.credAttr)
+	}
+	if f.cause != "" {
+		attrs = append(attrs, slog.String("cause", f.cause))
+	}
+	s.event(c.r, f.level, EventReauthFailed, attrs...)
+	if f.status >= 500 && !c.keep {
+		c.giveBack()
+	}
+	writeRefusal(c.w, f)
+}
+
+// proof is how a grant was earned, for the grant record and the log.
+type proof struct {
+	name         string
+	amr          []string
+	credentialID []byte // a passkey's ID
+	backedUp     bool   // a passkey's backup state (synced)
+	evidence     *Evidence
+}
+
+// newGrant makes the grant pending ceremony p earns with method m, with the
+// revocation state p copied when it started.
+func (c *attempt) newGrant(p pending, m proof) grantRecord {
+	p.revocation.sid = sessionTagOf(c.sess, c.who.signIn) // as it was when p started
+	g := grantRecord{revocation: p.revocation, at: c.now.Unix(), signIn: c.who.signIn, user: c.who.handle, scope: p.scope,
+		op: p.op, id: make([]byte, 16), method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
+	if len(m.credentialID) <= maxCredentialIDLen {
+		g.cred = m.credentialID
+	}
+	if m.backedUp {
+		g.flags |= grantBackedUp
+	}
+	rand.Read(g.id)
+	return g
+}
+
+// nextGrants returns the session's grants with g, and those g pushes out: a
+// new plain grant replaces the older one of its scope and method; bound
+// grants are each for one operation; the oldest go past maxGrants.
+func (c *attempt) nextGrants(p pending, g grantRecord) (gs, dropped []grantRecord) {
+	for _, old := range readGrants(nil, c.sess) {
+		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || !bytes.Equal(old.method, g.method) {
+			gs = append(gs, old)
+		} else {
+			dropped = append(dropped, old)
+		}
+	}
+	gs = append(gs, g)
+	if n := len(gs) - maxGrants; n > 0 {
+		dropped, gs = append(dropped, gs[:n]...), gs[n:]
+	}
+	return gs, dropped
+}
+
+// record records grant g in the Registry (grantOps): the revocation states
+// its ceremony copied must be current, and a passkey's counter value, when
+// it has one, is consumed, so that of two assertions with the same non-zero
+// counter for one credential, verified at the same moment on one instance
+// or several, only one passes (reading the stored counter, comparing and
+// UpdateCredential are separate steps of the application's store).
+func (c *attempt) record(g grantRecord, dropped []grantRecord, credentialID []byte, counter uint32) *refusal {
+	key := ""
+	if counter != 0 {
+		key = counterKey(g.user, credentialID, counter) // the user is the owner, checked before
+	}
+	ops := c.s.grantOps(g, dropped, c.method == MethodPasskey, key)
+	_, failed, err := c.s.update(c.ctx, ops)
+	switch {
+	case err != nil:
+		return c.registryFailed(err)
+	case failed == opGrantEpoch || failed == opGrantSession:
+		return refuse(errExpired, slog.LevelWarn, "revoked while the ceremony ran")
+	case failed == opGrantCounter && key != "":
+		c.cloneDetected(g.user, counter, counter)
+		return refuse(errVerifyFailed, slog.LevelWarn, "sign counter value already used (possible cloned authenticator)")
+	case failed >= 0:
+		return c.registryFailed(fmt.Errorf("grant update failed at op %d", failed))
+	}
+	return nil
+}
+
+// grant puts grant g, recorded in the Registry, in the session and answers
+// 200. For a bound ceremony it first hands the evidence to
+// Config.RecordEvidence, and grants nothing if that fails.
+func (c *attempt) grant(p pending, g grantRecord, gs []grantRecord, m proof) {
+	s, uid := c.s, c.who.handle
+	if len(p.op) > 0 && s.recordEvidence != nil && m.evidence != nil {
+		ev := *m.evidence
+		ev.At = time.Unix(g.at, 0)
+		if err := s.recordEvidence(c.ctx, ev); err != nil {
+			s.storeFailed(c.r, "evidence", err, c.credAttr)
+			c.fail(refuse(errInternal, slog.LevelError, "RecordEvidence failed"))
+			return
+		}
+	}
+	c.putGrant(p, gs)
+	if err := s.save(c.w, c.r, c.sess); err != nil {
+		s.storeFailed(c.r, "session", err, userAttr(uid))
+		c.ps = nil // nothing to clear: the session was not saved
+		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
+		return
+	}
+	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
+	if c.credAttr.Key != "" {
+		attrs = append(attrs, c.credAttr)
+	}
+	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
+	writeJSON(c.w, http.StatusOK, verifyResult{
+		Status:            "ok",
+		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
+	})
+}
+
+// putGrant writes the grants gs into the session, with what the new one
+// ends: the pending ceremony p, and for a bound grant its pending operation.
+func (c *attempt) putGrant(p pending, gs []grantRecord) {
+	writeGrants(c.sess, gs)
+	// A server-side store keeps the session under an ID that the cookie
+	// carries: the grant gets a new one, so that an ID planted in the
+	// browser before the step-up (session fixation) never holds a grant.
+	// Cookie stores have no ID.
+	c.sess.ID = ""
+	if p.challenge != nil { // a passkey ceremony: it is done
+		var rest []pending
+		for _, q := range c.ps {
+			if !bytes.Equal(q.challenge, p.challenge) {
+				rest = append(rest, q)
+			}
+		}
+		writePending(c.sess, rest)
+	}
+	if len(p.op) > 0 {
+		var ops []pendingOp
+		for _, o := range readOperations(c.sess) {
+			if !bytes.Equal(o.digest, p.op) || !bytes.Equal(o.user, c.who.handle) {
+				ops = append(ops, o)
+			}
+		}
+		writeOperations(c.sess, ops)
+	}
+}
+
+// verifyResult is the body of a successful verify.
+type verifyResult struct {
+	Status            string `json:"status"`
+	ReauthenticatedAt string `json:"reauthenticated_at"`
+}
