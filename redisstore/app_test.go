@@ -23,6 +23,21 @@ import (
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
+// What a client of stepup sees and the tests rely on: the error codes of
+// the HTTP contract, and stepup's defaults (unexported there).
+const (
+	codeChallengeExpired         = "challenge_expired"
+	codeReauthenticationRequired = "reauthentication_required"
+	codeServiceUnavailable       = "service_unavailable"
+	codeTooManyAttempts          = "too_many_attempts"
+	codeVerificationFailed       = "verification_failed"
+
+	defaultSessionName   = "stepup"
+	defaultMaxStepUps    = 10
+	defaultStepUpWindow  = time.Minute
+	defaultFailureWindow = 15 * time.Minute
+)
+
 // The relying party of the tests. The origin is what the software
 // authenticator writes into client data; it need not be a server's address.
 const (
@@ -147,7 +162,7 @@ var loopback = &url.URL{Scheme: "http", Host: "127.0.0.1", Path: "/"}
 func (a *app) stepupCookie(c *http.Client) string {
 	a.t.Helper()
 	for _, ck := range c.Jar.Cookies(loopback) {
-		if ck.Name == stepup.DefaultSessionName {
+		if ck.Name == defaultSessionName {
 			return ck.Value
 		}
 	}
@@ -156,7 +171,7 @@ func (a *app) stepupCookie(c *http.Client) string {
 }
 
 func (a *app) setStepupCookie(c *http.Client, v string) {
-	c.Jar.SetCookies(loopback, []*http.Cookie{{Name: stepup.DefaultSessionName, Value: v, Path: "/"}})
+	c.Jar.SetCookies(loopback, []*http.Cookie{{Name: defaultSessionName, Value: v, Path: "/"}})
 }
 
 // copyClient returns a new browser holding only c's cookies as they are now.
@@ -266,7 +281,7 @@ func (i *instance) expectNoGrant(c *http.Client) {
 	t := i.app.t
 	t.Helper()
 	before := i.app.handled.Load()
-	if r := i.post(c, "/sensitive", nil); r.status != http.StatusForbidden || r.code() != stepup.CodeReauthenticationRequired {
+	if r := i.post(c, "/sensitive", nil); r.status != http.StatusForbidden || r.code() != codeReauthenticationRequired {
 		t.Fatalf("gate on %s: got %d %s, want 403 reauthentication_required (a grant was given)", i.URL, r.status, r.raw)
 	}
 	if i.app.handled.Load() != before {

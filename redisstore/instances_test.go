@@ -79,7 +79,7 @@ func TestReplayOnSecondInstanceReject(t *testing.T) {
 			// The kept cookie and the same assertion, on either instance.
 			for _, i := range []*instance{two, one} {
 				a.setStepupCookie(c, kept)
-				expectError(t, i.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				expectError(t, i.verify(c, as), http.StatusBadRequest, codeChallengeExpired)
 				one.expectNoGrant(c)
 				two.expectNoGrant(c)
 			}
@@ -112,7 +112,7 @@ func TestStaleCookieCannotReviveAnyTabAcrossInstancesReject(t *testing.T) {
 			// Each replay is a failed attempt: three stay under the limit of five.
 			for k, as := range tabs {
 				a.setStepupCookie(c, stale)
-				expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, codeChallengeExpired)
 				insts[0].expectNoGrant(c)
 				insts[1].expectNoGrant(c)
 			}
@@ -147,7 +147,7 @@ func TestConcurrentVerifyOfOneAssertionOneWins(t *testing.T) {
 					switch {
 					case err == nil:
 						statuses[k] = http.StatusOK
-					case errors.As(err, &he) && (he.Code == stepup.CodeChallengeExpired || he.Code == stepup.CodeTooManyAttempts):
+					case errors.As(err, &he) && (he.Code == codeChallengeExpired || he.Code == codeTooManyAttempts):
 						// Each attempt takes a unit of the user's limits
 						// before anything is checked, and a replay keeps
 						// its failure: past the limits the rest are
@@ -177,8 +177,8 @@ func TestConcurrentVerifyOfOneAssertionOneWins(t *testing.T) {
 			// The step-up limit is never given back here: of the 16, at
 			// most 10 got a unit and were checked, on both instances
 			// together.
-			if checked > stepup.DefaultMaxStepUps {
-				t.Fatalf("%d of %d concurrent verifies were checked, over the step-up limit of %d: %v", checked, n, stepup.DefaultMaxStepUps, statuses)
+			if checked > defaultMaxStepUps {
+				t.Fatalf("%d of %d concurrent verifies were checked, over the step-up limit of %d: %v", checked, n, defaultMaxStepUps, statuses)
 			}
 		})
 	}
@@ -195,7 +195,7 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 			fail := func(i *instance) {
 				t.Helper()
 				r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
-				expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
+				expectError(t, r, http.StatusBadRequest, codeVerificationFailed)
 			}
 
 			// A success resets the count: four failures, a success, four more.
@@ -212,17 +212,17 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 			var retry []int
 			for _, i := range insts {
 				r := i.post(c, "/api/reauth/options", nil)
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				if len(r.header.Values("Set-Cookie")) != 0 {
 					t.Errorf("a refused options call started a ceremony: %q", r.header.Values("Set-Cookie"))
 				}
 				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-				if err != nil || secs < 1 || secs > int(stepup.DefaultFailureWindow.Seconds()) {
+				if err != nil || secs < 1 || secs > int(defaultFailureWindow.Seconds()) {
 					t.Fatalf("Retry-After %q, want 1 to 900 seconds", r.header.Get("Retry-After"))
 				}
 				retry = append(retry, secs)
 				r = i.verify(c, []byte(`{}`))
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				if r.header.Get("Retry-After") == "" {
 					t.Error("verify's 429 has no Retry-After")
 				}
@@ -258,15 +258,15 @@ func TestStepUpLimitSharedAcrossInstances(t *testing.T) {
 			c := a.client("alice")
 			// Every ceremony takes a unit of the step-up limit when its
 			// options are issued, whichever instance issues them.
-			for k := range stepup.DefaultMaxStepUps - 1 {
+			for k := range defaultMaxStepUps - 1 {
 				insts[k%2].reauth(c)
 			}
 			last := a.sign(insts[1].options(c)) // the tenth unit
 			for _, i := range insts {
 				r := i.post(c, "/api/reauth/options", nil)
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-				if err != nil || secs < 1 || secs > int(stepup.DefaultStepUpWindow.Seconds()) {
+				if err != nil || secs < 1 || secs > int(defaultStepUpWindow.Seconds()) {
 					t.Fatalf("Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
 				}
 			}
@@ -375,15 +375,15 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	asD := a.sign(two.options(d))
 
 	srv.stop()
-	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, codeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	// Every gate reads the registry (is the grant recorded, and its
 	// revocation states unchanged?), so the plain gate fails closed too,
 	// and the single-use gate cannot record the use.
 	before := a.handled.Load()
 	for _, i := range []*instance{one, two} {
-		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-		expectError(t, i.post(c, "/once", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
+		expectError(t, i.post(c, "/once", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	}
 	if a.handled.Load() != before {
 		t.Fatal("a gate ran its handler without Redis")
@@ -400,7 +400,7 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	// and a challenge issued before cannot be answered.
 	one.expectNoGrant(c)
 	two.expectNoGrant(c)
-	expectError(t, one.verify(d, asD), http.StatusBadRequest, stepup.CodeChallengeExpired)
+	expectError(t, one.verify(d, asD), http.StatusBadRequest, codeChallengeExpired)
 	if n := a.countCause(causeReplayed); n != 1 {
 		t.Errorf("%d verifies refused for a challenge the registry does not hold, want 1", n)
 	}
@@ -421,7 +421,7 @@ func TestRedisDownBeforeAnyGrantFailsClosed(t *testing.T) {
 	a.newReg = func() stepup.Registry { return redisstore.New(newClient(t, deadAddr(t))) }
 	one := a.instance()
 	c := a.client("alice")
-	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	// The gate still answers, with a refusal, not a 500.
 	one.expectNoGrant(c)
 }
@@ -452,7 +452,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	c := a.client("alice")
 	fail, stepups := "stepup:{"+b64("handle-alice")+"}:fail", "stepup:{"+b64("handle-alice")+"}:stepups"
 	as := a.sign(one.options(c))
-	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, codeServiceUnavailable)
 	one.expectNoGrant(c)
 	two.expectNoGrant(c)
 	if n := storeFailures(a, "registry"); n != 1 {
@@ -467,7 +467,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	// A user who may write nothing: options fail before they take
 	// anything (an update is applied whole or not at all).
 	setUser("%R~*")
-	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	if n := admin.Get(ctx, stepups).Val(); n != "1" {
 		t.Errorf("step-up count %q after refused options, want the 1 of the first ceremony", n)
 	}
@@ -481,7 +481,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	for k := range 4 {
 		i := []*instance{one, two}[k%2]
 		r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
-		expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
+		expectError(t, r, http.StatusBadRequest, codeVerificationFailed)
 	}
 	one.reauth(c)
 	two.expectGrant(c)
@@ -489,7 +489,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	// only read: Redis checks a script's keys for reading and writing.
 	setUser("%R~*")
 	before := a.handled.Load()
-	expectError(t, two.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, two.post(c, "/sensitive", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	if a.handled.Load() != before {
 		t.Fatal("the gate ran its handler")
 	}

@@ -260,7 +260,7 @@ func TestStepUpRoundTrips(t *testing.T) {
 		{"gate refusal of the used grant in an older cookie", 1, func() { one.expectNoGrant(older) }},
 		{"Bind gate refusal without a bound grant", 0, func() {
 			refused = bound(c)
-			expectError(t, refused, http.StatusForbidden, stepup.CodeReauthenticationRequired)
+			expectError(t, refused, http.StatusForbidden, codeReauthenticationRequired)
 		}},
 		{"options for the operation", 1, func() {
 			op, _ := refused.body["operation"].(map[string]any)
@@ -283,14 +283,14 @@ func TestStepUpRoundTrips(t *testing.T) {
 		}},
 		{"options again", 1, func() { options = one.options(c) }},
 		{"verify refused: bad signature", 1, func() {
-			expectError(t, one.verify(c, a.sign(options, stepuptest.WithBadSignature())), http.StatusBadRequest, stepup.CodeVerificationFailed)
+			expectError(t, one.verify(c, a.sign(options, stepuptest.WithBadSignature())), http.StatusBadRequest, codeVerificationFailed)
 		}},
 		{"verify refused: replayed challenge", 2, func() {
 			// An older copy of the cookie and the first assertion: the
 			// claim fails, and the replay is then charged a unit.
 			old := a.copyClient(c)
 			a.setStepupCookie(old, kept)
-			expectError(t, one.verify(old, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+			expectError(t, one.verify(old, as), http.StatusBadRequest, codeChallengeExpired)
 		}},
 		{"request without any grant", 0, func() { one.expectNoGrant(a.client("bob")) }},
 		{"Revoke", 1, func() { one.revoke(c) }},

@@ -59,7 +59,7 @@ func (a *skewApp) bindGrant(i *instance, c *http.Client) {
 	t := a.t
 	t.Helper()
 	r := i.post(c, "/bound", boundOp)
-	expectError(t, r, http.StatusForbidden, stepup.CodeReauthenticationRequired)
+	expectError(t, r, http.StatusForbidden, codeReauthenticationRequired)
 	op, _ := r.body["operation"].(map[string]any)
 	digest, _ := op["digest"].(string)
 	if err := a.auth.ReauthenticateFor(t.Context(), c, i.URL, stepuptest.Request{Operation: digest}); err != nil {
@@ -74,7 +74,7 @@ func (a *skewApp) expectRefusedEverywhere(c *http.Client, what string) {
 	before := a.handled.Load()
 	for _, i := range a.all {
 		for _, path := range []string{"/sensitive", "/once", "/bound"} {
-			if r := i.post(c, path, boundOp); r.status != http.StatusForbidden || r.code() != stepup.CodeReauthenticationRequired {
+			if r := i.post(c, path, boundOp); r.status != http.StatusForbidden || r.code() != codeReauthenticationRequired {
 				t.Errorf("%s: %s on the instance %s passed: %d %s", what, path, i.URL, r.status, r.raw)
 			}
 		}
@@ -117,7 +117,7 @@ func TestRevokeUserUnderClockSkew(t *testing.T) {
 					a.expectRefusedEverywhere(older, "an older copy of its cookie")
 					a.expectRefusedEverywhere(bound, "a bound grant made before RevokeUser")
 					// The ceremony under way records no grant.
-					expectError(t, a.granter.verify(inflight, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+					expectError(t, a.granter.verify(inflight, as), http.StatusBadRequest, codeChallengeExpired)
 					a.expectRefusedEverywhere(inflight, "a ceremony under way at RevokeUser")
 					// Another user is not affected.
 					a.granter.expectGrant(bob)
