@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // Firefox through Marionette; see driver_test.go and marionette_test.go.
@@ -136,7 +137,7 @@ func startFirefox(t *testing.T, path string) browser {
 			"pageLoad": waitTimeout.Milliseconds(),
 			"implicit": 0,
 		}, nil},
-		{"WebDriver:SetWindowRect", map[string]any{"width": 1024, "height": 900}, nil},
+		{"WebDriver:SetWindowRect", map[string]any{"width": windowWidth, "height": windowHeight}, nil},
 		{"WebDriver:GetWindowHandle", nil, &b.home},
 	}
 	for _, s := range steps {
@@ -345,6 +346,35 @@ func (p *firefoxPage) addCredential(c credential) error {
 
 func (p *firefoxPage) setUserVerified(ok bool) error {
 	return p.b.call("WebAuthn:SetUserVerified", map[string]any{"authenticatorId": p.auth, "isUserVerified": ok}, nil)
+}
+
+// press performs the key with WebDriver's key actions: trusted events,
+// with their default actions (Tab moves the focus, Enter activates).
+func (p *firefoxPage) press(key string) error {
+	const shift = "\ue008"
+	named := map[string]string{"Tab": "\ue004", "Enter": "\ue007", "Escape": "\ue00c"}
+	var down []string
+	switch {
+	case key == "Shift+Tab":
+		down = []string{shift, named["Tab"]}
+	case named[key] != "":
+		down = []string{named[key]}
+	case utf8.RuneCountInString(key) == 1:
+		down = []string{key}
+	default:
+		return fmt.Errorf("press: unknown key %q", key)
+	}
+	var actions []map[string]any
+	for _, k := range down {
+		actions = append(actions, map[string]any{"type": "keyDown", "value": k})
+	}
+	for i := len(down) - 1; i >= 0; i-- {
+		actions = append(actions, map[string]any{"type": "keyUp", "value": down[i]})
+	}
+	err := p.b.call("WebDriver:PerformActions", map[string]any{
+		"actions": []map[string]any{{"type": "key", "id": "keyboard", "actions": actions}},
+	}, nil)
+	return errors.Join(err, p.b.call("WebDriver:ReleaseActions", nil, nil))
 }
 
 // logs returns what Firefox printed since the page opened: the page's
