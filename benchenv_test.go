@@ -200,11 +200,11 @@ func serve(tb testing.TB, h http.Handler, r *http.Request, want int) *httptest.R
 	return w
 }
 
-// stepupCookie returns the step-up cookie a response set as a Cookie
-// header value ("stepup=..."), or old when it set none.
-func stepupCookie(w *httptest.ResponseRecorder, old string) string {
+// responseCookie returns the cookie called name that a response set, as a
+// Cookie header value ("name=..."), or old when it set none.
+func responseCookie(w *httptest.ResponseRecorder, name, old string) string {
 	for _, c := range w.Result().Cookies() {
-		if c.Name == "stepup" {
+		if c.Name == name {
 			return c.Name + "=" + c.Value
 		}
 	}
@@ -216,7 +216,7 @@ func stepupCookie(w *httptest.ResponseRecorder, old string) string {
 func (e *benchEnv) options(tb testing.TB, su *stepup.StepUp, cookie string) ([]byte, string) {
 	tb.Helper()
 	w := serve(tb, su.OptionsHandler(), e.request(http.MethodPost, "/api/reauth/options", nil, cookie), http.StatusOK)
-	return w.Body.Bytes(), stepupCookie(w, cookie)
+	return w.Body.Bytes(), responseCookie(w, "stepup", cookie)
 }
 
 // assertion signs options with the user's first passkey (the next counter).
@@ -235,34 +235,7 @@ func (e *benchEnv) grant(tb testing.TB, su *stepup.StepUp, cookie string) string
 	tb.Helper()
 	opts, cookie := e.options(tb, su, cookie)
 	w := serve(tb, su.VerifyHandler(), e.request(http.MethodPost, "/api/reauth/verify", e.assertion(tb, opts), cookie), http.StatusOK)
-	return stepupCookie(w, cookie)
-}
-
-// sessionValues decodes a step-up cookie with the real store, on a request
-// of its own.
-func (e *benchEnv) sessionValues(tb testing.TB, cookie string) map[any]any {
-	tb.Helper()
-	sess, err := e.cookies.Get(e.request(http.MethodGet, "/", nil, cookie), "stepup")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return sess.Values
-}
-
-// sessionValue returns the value of the step-up session in cookie whose
-// key contains part ("grant", "pending"), and its key. The benchmarks find
-// stepup's keys this way rather than naming them, since they are stepup's
-// own business.
-func (e *benchEnv) sessionValue(tb testing.TB, cookie, part string) (string, []byte) {
-	tb.Helper()
-	for k, v := range e.sessionValues(tb, cookie) {
-		if name, _ := k.(string); strings.Contains(name, part) {
-			b, _ := v.([]byte)
-			return name, b
-		}
-	}
-	tb.Fatalf("the step-up session holds no %q value", part)
-	return "", nil
+	return responseCookie(w, "stepup", cookie)
 }
 
 // cpuMeter reports the CPU time per iteration as cpu-ns/op. Wall time
@@ -323,27 +296,13 @@ func (w *benchWriter) reset() {
 	w.n = 0
 }
 
-// stepupCookie returns the step-up cookie w holds as a Cookie header value
-// ("stepup=..."), or "".
-func (w *benchWriter) stepupCookie() string {
-	for _, v := range w.h.Values("Set-Cookie") {
-		if strings.HasPrefix(v, "stepup"+"=") {
-			nv, _, _ := strings.Cut(v, ";")
-			return nv
-		}
-	}
-	return ""
-}
-
-// setCookieLen is the length of the step-up Set-Cookie header w holds:
-// name=value plus attributes, what a browser has to accept.
+// setCookieLen is the length of the Set-Cookie header w holds (a handler
+// here sets one cookie at most), name=value plus attributes, what a browser
+// has to accept, and of its name=value.
 func (w *benchWriter) setCookieLen() (header, nameValue int) {
-	for _, v := range w.h.Values("Set-Cookie") {
-		if strings.HasPrefix(v, "stepup"+"=") {
-			return len(v), len(w.stepupCookie())
-		}
-	}
-	return 0, 0
+	v := w.h.Get("Set-Cookie")
+	nv, _, _ := strings.Cut(v, ";")
+	return len(v), len(nv)
 }
 
 // decodeCountingStore is a CookieStore that counts how often a step-up
