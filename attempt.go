@@ -80,6 +80,9 @@ func (s *StepUp) requestedGrant(r *http.Request, who principal, req grantRequest
 // must be sent as application/json; bad is the refusal for one that is not
 // or cannot be read.
 func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad refusal) ([]byte, *refusal) {
+	if r.Body == http.NoBody { // what the server gives a request without a body
+		return nil, nil
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooLarge *http.MaxBytesError

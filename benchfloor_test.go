@@ -114,6 +114,14 @@ func newFloorOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) floorOpt
 	return out
 }
 
+// floorRegistryKey names an issued challenge in the Registry, in the form
+// the MemoryRegistry expects (the user's tag in braces, so that it accounts
+// the entry to the user; see stepup.Registry): the user handle and the
+// challenge, as the client will send it, base64url-encoded.
+func floorRegistryKey(handle []byte, challenge string) string {
+	return "floor:{" + base64.RawURLEncoding.EncodeToString(handle) + "}:" + challenge
+}
+
 // options is the least a correct options handler does: load its session,
 // BeginLogin with the user's credentials and user verification required,
 // issue the challenge in the Registry (one Update), keep the challenge, the
@@ -131,7 +139,7 @@ func (f *floor) options(webauthnJSON bool) http.Handler {
 		}
 		challenge := []byte(a.Response.Challenge)
 		var res [1]stepup.Result
-		issue := []stepup.Op{{Kind: stepup.OpPut, Key: a.Response.Challenge.String(), Value: 1, TTL: floorTTL}}
+		issue := []stepup.Op{{Kind: stepup.OpPut, Key: floorRegistryKey(f.e.user.Handle, a.Response.Challenge.String()), Value: 1, TTL: floorTTL}}
 		if failed, err := f.reg.Update(r.Context(), issue, res[:]); err != nil || failed >= 0 {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)
 			return
@@ -191,7 +199,7 @@ func (f *floor) verify() http.Handler {
 			return
 		}
 		var res [1]stepup.Result
-		claim := []stepup.Op{{Kind: stepup.OpSwap, Key: encoded, Value: 1, New: 0}}
+		claim := []stepup.Op{{Kind: stepup.OpSwap, Key: floorRegistryKey(f.user.Handle, encoded), Value: 1, New: 0}}
 		if failed, err := f.reg.Update(r.Context(), claim, res[:]); err != nil {
 			http.Error(w, "unavailable", http.StatusServiceUnavailable)
 			return

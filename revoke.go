@@ -31,12 +31,12 @@ func sessionTag(p principal, sess *sessions.Session) []byte {
 	if len(p.signIn) == sessionIDLen {
 		return p.signIn
 	}
-	if id := value(sess, keySessionID); len(id) == sessionIDLen {
+	if id := value(sess, secSessionID); len(id) == sessionIDLen {
 		return id
 	}
 	id := make([]byte, sessionIDLen)
 	rand.Read(id)
-	sess.Values[keySessionID] = id
+	put(sess, secSessionID, id, false)
 	return id
 }
 
@@ -46,7 +46,7 @@ func sessionTagOf(sess *sessions.Session, signIn []byte) []byte {
 	if len(signIn) == sessionIDLen {
 		return signIn
 	}
-	if id := value(sess, keySessionID); len(id) == sessionIDLen {
+	if id := value(sess, secSessionID); len(id) == sessionIDLen {
 		return id
 	}
 	return nil
@@ -105,7 +105,7 @@ func (s *StepUp) Revoke(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if len(gs) > 0 {
-		delete(sess.Values, keyGrants)
+		writeGrants(sess, nil)
 		if err := s.save(w, r, sess); err != nil {
 			errs = append(errs, fmt.Errorf("stepup: Revoke: saving the session: %w", err))
 		}
@@ -140,14 +140,14 @@ func (s *StepUp) revokeTargets(r *http.Request, sess *sessions.Session, gs []gra
 		if len(p.signIn) == sessionIDLen {
 			add(p.handle, p.signIn)
 		} else {
-			add(p.handle, value(sess, keySessionID))
+			add(p.handle, value(sess, secSessionID))
 		}
 	}
 	for _, g := range gs {
 		add(g.user, g.sid)
 	}
 	for _, p := range readPending(sess) {
-		add(p.user, value(sess, keySessionID))
+		add(p.user, value(sess, secSessionID))
 	}
 	return out
 }

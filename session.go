@@ -7,13 +7,19 @@ import (
 	"github.com/gorilla/sessions"
 )
 
-// The step-up session holds three values, each a small byte string in a
-// format of our own, so that nothing has to be registered with gob (no
+// The step-up session holds one value, under keySession: a byte string of
+// sections, each a kind byte, a 2-byte big-endian length and its bytes, in
+// a format of our own, so that nothing has to be registered with gob (no
 // global state) and the cookie stays small whatever the number of passkeys:
 //
-//	grants:     version(1) | grant...    (at most maxGrants)
-//	pending:    version(1) | pending...  (at most maxPending)
-//	operations: version(1) | operation...(at most maxOperations)
+//	secGrants:     version(1) | grant...    (at most maxGrants)
+//	secPending:    version(1) | pending...  (at most maxPending)
+//	secOperations: version(1) | operation...(at most maxOperations)
+//	secSessionID:  the session's random ID (sessionIDLen bytes)
+//
+// One value rather than one per section: gob writes each map entry's key
+// and the type names of its key and value, and every byte of the session is
+// encrypted, authenticated and base64-encoded twice on every save and read.
 //
 // Each record is a fixed sequence of fields: an integer is 8 bytes big
 // endian, a byte string is a 1-byte length and the bytes. A value that does
@@ -21,10 +27,12 @@ import (
 // its own; the session store authenticates (and for a cookie store encrypts)
 // the whole session.
 const (
-	keyGrants     = "stepup.grants"
-	keyPending    = "stepup.pending"
-	keyOperations = "stepup.operations"
-	keySessionID  = "stepup.sid"
+	keySession = "stepup"
+
+	secGrants     = 'g'
+	secPending    = 'p'
+	secOperations = 'o'
+	secSessionID  = 's'
 
 	// recordVersion 2 added the method, AMR, credential and flags of a
 	// grant; 3 the session tag and the revocation states a grant and a
@@ -160,7 +168,7 @@ func encodeList[T any](items []T, record func(writer, T) writer) []byte {
 }
 
 // The session tag of a revocation is not written: it is the record's
-// sign-in tag, or else the step-up session's own ID (keySessionID), which
+// sign-in tag, or else the step-up session's own ID (secSessionID), which
 // readGrants and readPending fill in.
 func (w writer) revocation(v revocation) writer {
 	return w.int(v.userEpoch).int(v.sessEpoch)
@@ -257,25 +265,88 @@ func (s *StepUp) session(r *http.Request) *sessions.Session {
 	return sess
 }
 
-// value returns the byte string stored under key, or nil.
-func value(sess *sessions.Session, key string) []byte {
-	b, _ := sess.Values[key].([]byte)
-	return b
+// legacyKeys are the keys under which sessions written before keySession
+// kept each section: they are read while keySession is absent, and dropped
+// at the next write.
+var legacyKeys = [...]struct {
+	kind byte
+	key  string
+}{{secGrants, "stepup.grants"}, {secPending, "stepup.pending"}, {secOperations, "stepup.operations"}, {secSessionID, "stepup.sid"}}
+
+// value returns section kind of sess, or nil. It is a slice of the stored
+// value, which put never changes in place.
+func value(sess *sessions.Session, kind byte) []byte {
+	b, ok := sess.Values[keySession].([]byte)
+	if !ok {
+		return legacyValue(sess, kind)
+	}
+	for len(b) >= 3 {
+		n := 3 + int(binary.BigEndian.Uint16(b[1:3]))
+		if len(b) < n {
+			return nil
+		}
+		if b[0] == kind {
+			return b[3:n:n]
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
-// put stores b under key, or deletes key when the list is empty.
-func put(sess *sessions.Session, key string, b []byte, empty bool) {
-	if empty {
-		delete(sess.Values, key)
+func legacyValue(sess *sessions.Session, kind byte) []byte {
+	for _, l := range legacyKeys {
+		if l.kind == kind {
+			b, _ := sess.Values[l.key].([]byte)
+			return b
+		}
+	}
+	return nil
+}
+
+// put replaces section kind of sess with b, or deletes it when empty, in a
+// new value that keeps the other sections (sessions written before
+// keySession have theirs copied in). Every section stays far below the
+// 64 KiB a length can say (maxGrants, maxPending and maxOperations bound
+// them to a few KiB).
+func put(sess *sessions.Session, kind byte, b []byte, empty bool) {
+	old, ok := sess.Values[keySession].([]byte)
+	if !ok && len(sess.Values) > 0 {
+		for _, l := range legacyKeys {
+			if v := legacyValue(sess, l.kind); len(v) > 0 && l.kind != kind && len(v) <= 0xffff {
+				old = appendSection(old, l.kind, v)
+			}
+			delete(sess.Values, l.key)
+		}
+	}
+	out := make([]byte, 0, len(old)+3+len(b))
+	for len(old) >= 3 {
+		n := 3 + int(binary.BigEndian.Uint16(old[1:3]))
+		if len(old) < n {
+			break
+		}
+		if old[0] != kind {
+			out = append(out, old[:n]...)
+		}
+		old = old[n:]
+	}
+	if !empty && len(b) <= 0xffff {
+		out = appendSection(out, kind, b)
+	}
+	if len(out) == 0 {
+		delete(sess.Values, keySession)
 		return
 	}
-	sess.Values[key] = b
+	sess.Values[keySession] = out
+}
+
+func appendSection(dst []byte, kind byte, b []byte) []byte {
+	return append(binary.BigEndian.AppendUint16(append(dst, kind), uint16(len(b))), b...)
 }
 
 // readGrants decodes the grants of sess into dst[:0] (nil allocates; an
 // array of maxGrants does not).
 func readGrants(dst []grantRecord, sess *sessions.Session) []grantRecord {
-	gs, _ := decodeGrants(dst, value(sess, keyGrants))
+	gs, _ := decodeGrants(dst, value(sess, secGrants))
 	for i := range gs {
 		gs[i].sid = sessionTagOf(sess, gs[i].signIn)
 	}
@@ -283,25 +354,25 @@ func readGrants(dst []grantRecord, sess *sessions.Session) []grantRecord {
 }
 
 func writeGrants(sess *sessions.Session, gs []grantRecord) {
-	put(sess, keyGrants, encodeGrants(gs), len(gs) == 0)
+	put(sess, secGrants, encodeGrants(gs), len(gs) == 0)
 }
 
 func readPending(sess *sessions.Session) []pending {
-	ps, _ := decodePending(value(sess, keyPending))
+	ps, _ := decodePending(value(sess, secPending))
 	return ps
 }
 
 func writePending(sess *sessions.Session, ps []pending) {
-	put(sess, keyPending, encodePending(ps), len(ps) == 0)
+	put(sess, secPending, encodePending(ps), len(ps) == 0)
 }
 
 func readOperations(sess *sessions.Session) []pendingOp {
-	ops, _ := decodeOperations(value(sess, keyOperations))
+	ops, _ := decodeOperations(value(sess, secOperations))
 	return ops
 }
 
 func writeOperations(sess *sessions.Session, ops []pendingOp) {
-	put(sess, keyOperations, encodeOperations(ops), len(ops) == 0)
+	put(sess, secOperations, encodeOperations(ops), len(ops) == 0)
 }
 
 // newest keeps the last max items.

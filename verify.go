@@ -142,10 +142,11 @@ func (c *attempt) matchChallenge(a *protocol.ParsedCredentialAssertionData) (pen
 		return c.matchSealed(challenge)
 	}
 	i := findPending(c.ps, challenge)
-	if _, err := c.r.Cookie(c.s.name); err != nil && i < 0 {
-		return pending{}, refuse(errExpired, slog.LevelInfo, "no step-up cookie (a client that keeps no cookies needs Config.Tokens)")
-	}
 	if i < 0 {
+		// Only now, since r.Cookie parses the whole Cookie header again.
+		if _, err := c.r.Cookie(c.s.name); err != nil {
+			return pending{}, refuse(errExpired, slog.LevelInfo, "no step-up cookie (a client that keeps no cookies needs Config.Tokens)")
+		}
 		return pending{}, refuse(errExpired, slog.LevelInfo, "no pending challenge matches")
 	}
 	p := c.ps[i]
