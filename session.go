@@ -21,9 +21,10 @@ import (
 // and the type names of its key and value, and every byte of the session is
 // encrypted, authenticated and base64-encoded twice on every save and read.
 //
-// Each record is a fixed sequence of fields: an integer is 8 bytes big
-// endian, a byte string is a 1-byte length and the bytes. A value that does
-// not parse exactly counts as absent. Nothing here is secret or trusted on
+// Each record is a fixed sequence of fields: a time or a flag set is a
+// varint (binary.AppendVarint, shortest form only), a revocation state 8
+// bytes big endian, a byte string a 1-byte length and the bytes. A value
+// that does not parse exactly counts as absent. Nothing here is secret or trusted on
 // its own; the session store authenticates (and for a cookie store encrypts)
 // the whole session.
 const (
@@ -36,9 +37,14 @@ const (
 
 	// recordVersion 2 added the method, AMR, credential and flags of a
 	// grant; 3 the session tag and the revocation states a grant and a
-	// pending ceremony copy, and the description a bound ceremony shows. A
-	// session written by another version holds nothing.
-	recordVersion = 3
+	// pending ceremony copy, and the description a bound ceremony shows; 4
+	// writes times and flags as varints (3 wrote 8 bytes) and a passkey
+	// grant's method and AMR, always "passkey" and "hwk user", as two empty
+	// strings. Version 3 is still read, so that grants and ceremonies in
+	// flight outlive an upgrade; a session written by another version holds
+	// nothing.
+	recordVersion       = 4
+	legacyRecordVersion = 3
 
 	// sessionIDLen is the length of a session tag: the sign-in tag, or the
 	// random ID kept in the step-up session when the UserStore does not
@@ -108,9 +114,28 @@ func (w writer) int(v int64) writer { return binary.BigEndian.AppendUint64(w, ui
 
 func (w writer) bytes(b []byte) writer { return append(append(w, byte(len(b))), b...) }
 
+// small writes a time or a flag set.
+func (w writer) small(v int64) writer { return binary.AppendVarint(w, v) }
+
 type reader struct {
-	b  []byte
-	ok bool
+	b      []byte
+	ok     bool
+	legacy bool // recordVersion 3: small is 8 bytes, a passkey's method and AMR are written out
+}
+
+// small reads what writer.small wrote, in its shortest form only, so that
+// each record has one encoding.
+func (r *reader) small() int64 {
+	if r.legacy {
+		return r.int()
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 || (n > 1 && r.b[n-1] == 0) { // a longer form ends in a zero byte
+		r.ok = false
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
 }
 
 func (r *reader) int() int64 {
@@ -140,10 +165,10 @@ func (r *reader) bytes(min, max int) []byte {
 // stays on the stack, and a dst with room for max records is never grown:
 // a caller that passes an array decodes without allocating.
 func decodeList[T any](dst []T, b []byte, max int, record func(reader) (T, reader)) ([]T, bool) {
-	if len(b) < 1 || b[0] != recordVersion {
+	if len(b) < 1 || (b[0] != recordVersion && b[0] != legacyRecordVersion) {
 		return nil, false
 	}
-	r := reader{b: b[1:], ok: true}
+	r := reader{b: b[1:], ok: true, legacy: b[0] == legacyRecordVersion}
 	out := dst[:0]
 	for len(r.b) > 0 && r.ok {
 		if len(out) == max {
@@ -178,36 +203,65 @@ func (r *reader) revocation() revocation {
 	return revocation{userEpoch: r.int(), sessEpoch: r.int()}
 }
 
+// passkeyAMRField is a passkey grant's AMR as the record keeps it.
+const passkeyAMRField = "hwk user"
+
+// isPasskeyProof reports whether a grant's method and AMR are a passkey's,
+// which the record leaves out.
+func isPasskeyProof(method, amr []byte) bool {
+	return string(method) == MethodPasskey && string(amr) == passkeyAMRField
+}
+
 func writeGrant(w writer, g grantRecord) writer {
-	return w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
-		bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags).revocation(g.revocation)
+	method, amr := g.method, g.amr
+	if isPasskeyProof(method, amr) {
+		method, amr = nil, nil
+	}
+	return w.small(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
+		bytes(method).bytes(amr).bytes(g.cred).small(g.flags).revocation(g.revocation)
 }
 
 func readGrantRecord(r reader) (grantRecord, reader) {
 	g := grantRecord{
-		at:     r.int(),
+		at:     r.small(),
 		signIn: r.bytes(0, signInTagLen),
 		user:   r.bytes(1, maxHandleLen),
 		scope:  r.bytes(0, maxScopeLen),
 		op:     r.bytes(0, 32),
 		id:     r.bytes(16, 16),
-		method: r.bytes(1, maxMethodLen),
+		method: r.bytes(0, maxMethodLen),
 		amr:    r.bytes(0, maxAMRLen),
 		cred:   r.bytes(0, maxCredentialIDLen),
-		flags:  r.int(),
+		flags:  r.small(),
 	}
 	g.revocation = r.revocation()
+	switch {
+	case r.legacy:
+		r.ok = r.ok && len(g.method) > 0
+	case len(g.method) == 0: // a passkey's, left out
+		r.ok = r.ok && len(g.amr) == 0
+		g.method, g.amr = passkeyMethodField, passkeyAMRBytes
+	case isPasskeyProof(g.method, g.amr): // never written out
+		r.ok = false
+	}
 	return g, r // after the reads: operands of one statement have no set order
 }
 
+// The method and AMR of a passkey grant read from a record (shared, never
+// changed).
+var (
+	passkeyMethodField = []byte(MethodPasskey)[:len(MethodPasskey):len(MethodPasskey)]
+	passkeyAMRBytes    = []byte(passkeyAMRField)[:len(passkeyAMRField):len(passkeyAMRField)]
+)
+
 func writePendingRecord(w writer, p pending) writer {
-	return w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op).
+	return w.small(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op).
 		revocation(p.revocation)
 }
 
 func readPendingRecord(r reader) (pending, reader) {
 	p := pending{
-		expires:   r.int(),
+		expires:   r.small(),
 		challenge: r.bytes(16, 64),
 		user:      r.bytes(1, maxHandleLen),
 		scope:     r.bytes(0, maxScopeLen),
@@ -219,12 +273,12 @@ func readPendingRecord(r reader) (pending, reader) {
 }
 
 func writeOperationRecord(w writer, o pendingOp) writer {
-	return w.int(o.expires).bytes(o.user).bytes(o.digest).bytes(o.description)
+	return w.small(o.expires).bytes(o.user).bytes(o.digest).bytes(o.description)
 }
 
 func readOperationRecord(r reader) (pendingOp, reader) {
 	o := pendingOp{
-		expires:     r.int(),
+		expires:     r.small(),
 		user:        r.bytes(1, maxHandleLen),
 		digest:      r.bytes(32, 32),
 		description: r.bytes(0, maxDescriptionLen),

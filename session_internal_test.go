@@ -54,16 +54,17 @@ func TestSessionSectionsKeepEachOther(t *testing.T) {
 func TestSessionReadsEarlierLayout(t *testing.T) {
 	sess := sessions.NewSession(nil, "stepup")
 	sid := bytes.Repeat([]byte{7}, sessionIDLen)
-	g := grantRecord{at: 1764072000, user: []byte("handle-alice"), id: bytes.Repeat([]byte{1}, 16), method: []byte(MethodPasskey)}
+	g := grantRecord{at: 1764072000, user: []byte("handle-alice"), id: bytes.Repeat([]byte{1}, 16), method: []byte(MethodPasskey), amr: []byte("hwk user")}
 	p := pending{expires: 1764072120, challenge: bytes.Repeat([]byte{2}, 32), user: []byte("handle-alice")}
-	sess.Values["stepup.grants"] = encodeGrants([]grantRecord{g})
-	sess.Values["stepup.pending"] = encodePending([]pending{p})
+	sess.Values["stepup.grants"] = encodeGrantsV3([]grantRecord{g})
+	sess.Values["stepup.pending"] = encodePendingV3([]pending{p})
 	sess.Values["stepup.sid"] = sid
 	sess.Values["app.user"] = "alice" // the application's own value, when it shares the session
 
 	check := func(when string, wantPending int) {
 		t.Helper()
-		if gs := readGrants(nil, sess); len(gs) != 1 || gs[0].at != g.at || !bytes.Equal(gs[0].sid, sid) {
+		if gs := readGrants(nil, sess); len(gs) != 1 || gs[0].at != g.at || !bytes.Equal(gs[0].sid, sid) ||
+			gs[0].export().Method != MethodPasskey || len(gs[0].export().AMR) != 2 {
 			t.Errorf("%s: grants %+v, want the earlier one", when, gs)
 		}
 		if ps := readPending(sess); len(ps) != wantPending {
@@ -81,4 +82,56 @@ func TestSessionReadsEarlierLayout(t *testing.T) {
 	if sess.Values["app.user"] != "alice" {
 		t.Error("the application's value was dropped")
 	}
+}
+
+// TestGrantRecordLeavesOutAPasskeysProof checks that a passkey grant's
+// method and AMR are not written but read back, that another method's are
+// written, and that a record naming the passkey's explicitly is refused (it
+// would be a second encoding of the same grant).
+func TestGrantRecordLeavesOutAPasskeysProof(t *testing.T) {
+	id := bytes.Repeat([]byte{1}, 16)
+	passkey := grantRecord{at: 1764072000, user: []byte("u"), id: id, method: []byte(MethodPasskey), amr: []byte("hwk user"), cred: []byte{9, 9}, flags: grantBackedUp}
+	other := grantRecord{at: 1764072000, user: []byte("u"), id: id, method: []byte("password"), amr: []byte("pwd")}
+	short, long := encodeGrants([]grantRecord{passkey}), encodeGrants([]grantRecord{other})
+	if len(long)-len(short) != len("password")+len("pwd")-len(passkey.cred) {
+		t.Errorf("records of %d and %d bytes: the passkey's method and AMR were written", len(short), len(long))
+	}
+	for _, g := range []grantRecord{passkey, other} {
+		gs, ok := decodeGrants(nil, encodeGrants([]grantRecord{g}))
+		if !ok || len(gs) != 1 || !bytes.Equal(gs[0].method, g.method) || !bytes.Equal(gs[0].amr, g.amr) || gs[0].flags != g.flags || gs[0].at != g.at {
+			t.Errorf("%s grant: read back %+v, %v", g.method, gs, ok)
+		}
+	}
+	explicit := writeGrantFields(writer{recordVersion}, passkey, passkey.method, passkey.amr)
+	if _, ok := decodeGrants(nil, explicit); ok {
+		t.Error("a record that writes out the passkey's method and AMR was accepted")
+	}
+	if _, ok := decodeGrants(nil, encodeGrantsV3([]grantRecord{passkey})); !ok {
+		t.Error("a version 3 record of a passkey grant was refused")
+	}
+}
+
+// writeGrantFields writes g in the current version with method and amr as
+// given.
+func writeGrantFields(w writer, g grantRecord, method, amr []byte) []byte {
+	return w.small(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
+		bytes(method).bytes(amr).bytes(g.cred).small(g.flags).revocation(g.revocation)
+}
+
+// encodeGrantsV3 and encodePendingV3 write records as version 3 did.
+func encodeGrantsV3(gs []grantRecord) []byte {
+	w := writer{legacyRecordVersion}
+	for _, g := range gs {
+		w = w.int(g.at).bytes(g.signIn).bytes(g.user).bytes(g.scope).bytes(g.op).bytes(g.id).
+			bytes(g.method).bytes(g.amr).bytes(g.cred).int(g.flags).revocation(g.revocation)
+	}
+	return w
+}
+
+func encodePendingV3(ps []pending) []byte {
+	w := writer{legacyRecordVersion}
+	for _, p := range ps {
+		w = w.int(p.expires).bytes(p.challenge).bytes(p.user).bytes(p.scope).bytes(p.nonce).bytes(p.op).revocation(p.revocation)
+	}
+	return w
 }
