@@ -290,14 +290,16 @@ func (c *attempt) grant(p pending, g grantRecord, gs []grantRecord, m proof) {
 		c.fail(refuse(errInternal, slog.LevelError, "saving the session failed"))
 		return
 	}
-	attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
-	if c.credAttr.Key != "" {
-		attrs = append(attrs, c.credAttr)
+	if s.log.Enabled(c.ctx, slog.LevelInfo) { // spares building the attributes
+		attrs := []slog.Attr{userAttr(uid), slog.String("method", m.name), slog.String("scope", string(p.scope))}
+		if c.credAttr.Key != "" {
+			attrs = append(attrs, c.credAttr)
+		}
+		if c.tokenRequested {
+			attrs = append(attrs, slog.Bool("token", true))
+		}
+		s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
 	}
-	if c.tokenRequested {
-		attrs = append(attrs, slog.Bool("token", true))
-	}
-	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
 	writeJSON(c.w, http.StatusOK, res)
 }
 

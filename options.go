@@ -131,7 +131,9 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errInternal)
 		return
 	}
-	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
+	if s.log.Enabled(r.Context(), slog.LevelDebug) { // spares building the attributes
+		s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
+	}
 	writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(opts), bound})
 }
 

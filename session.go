@@ -8,7 +8,7 @@ import (
 )
 
 // The step-up session holds one value, under keySession: a byte string of
-// sections, each a kind byte, a 2-byte big-endian length and its bytes, in
+// sections, each a kind byte, its length (a uvarint) and its bytes, in
 // a format of our own, so that nothing has to be registered with gob (no
 // global state) and the cookie stays small whatever the number of passkeys:
 //
@@ -185,7 +185,7 @@ func decodeList[T any](dst []T, b []byte, max int, record func(reader) (T, reade
 }
 
 func encodeList[T any](items []T, record func(writer, T) writer) []byte {
-	w := writer{recordVersion}
+	w := append(make(writer, 0, 1+len(items)*128), recordVersion) // most records are under 128 bytes
 	for _, it := range items {
 		w = record(w, it)
 	}
@@ -334,17 +334,27 @@ func value(sess *sessions.Session, kind byte) []byte {
 	if !ok {
 		return legacyValue(sess, kind)
 	}
-	for len(b) >= 3 {
-		n := 3 + int(binary.BigEndian.Uint16(b[1:3]))
-		if len(b) < n {
+	for len(b) > 0 {
+		k, v, rest, ok := nextSection(b)
+		if !ok {
 			return nil
 		}
-		if b[0] == kind {
-			return b[3:n:n]
+		if k == kind {
+			return v
 		}
-		b = b[n:]
+		b = rest
 	}
 	return nil
+}
+
+// nextSection splits the first section off b.
+func nextSection(b []byte) (kind byte, v, rest []byte, ok bool) {
+	n, w := binary.Uvarint(b[1:])
+	if w <= 0 || n > uint64(len(b)-1-w) {
+		return 0, nil, nil, false
+	}
+	end := 1 + w + int(n)
+	return b[0], b[1+w : end : end], b[end:], true
 }
 
 func legacyValue(sess *sessions.Session, kind byte) []byte {
@@ -359,31 +369,29 @@ func legacyValue(sess *sessions.Session, kind byte) []byte {
 
 // put replaces section kind of sess with b, or deletes it when empty, in a
 // new value that keeps the other sections (sessions written before
-// keySession have theirs copied in). Every section stays far below the
-// 64 KiB a length can say (maxGrants, maxPending and maxOperations bound
-// them to a few KiB).
+// keySession have theirs copied in).
 func put(sess *sessions.Session, kind byte, b []byte, empty bool) {
 	old, ok := sess.Values[keySession].([]byte)
 	if !ok && len(sess.Values) > 0 {
 		for _, l := range legacyKeys {
-			if v := legacyValue(sess, l.kind); len(v) > 0 && l.kind != kind && len(v) <= 0xffff {
+			if v := legacyValue(sess, l.kind); len(v) > 0 && l.kind != kind {
 				old = appendSection(old, l.kind, v)
 			}
 			delete(sess.Values, l.key)
 		}
 	}
-	out := make([]byte, 0, len(old)+3+len(b))
-	for len(old) >= 3 {
-		n := 3 + int(binary.BigEndian.Uint16(old[1:3]))
-		if len(old) < n {
+	out := make([]byte, 0, len(old)+1+binary.MaxVarintLen64+len(b))
+	for len(old) > 0 {
+		k, _, rest, ok := nextSection(old)
+		if !ok {
 			break
 		}
-		if old[0] != kind {
-			out = append(out, old[:n]...)
+		if k != kind {
+			out = append(out, old[:len(old)-len(rest)]...)
 		}
-		old = old[n:]
+		old = rest
 	}
-	if !empty && len(b) <= 0xffff {
+	if !empty {
 		out = appendSection(out, kind, b)
 	}
 	if len(out) == 0 {
@@ -394,7 +402,7 @@ func put(sess *sessions.Session, kind byte, b []byte, empty bool) {
 }
 
 func appendSection(dst []byte, kind byte, b []byte) []byte {
-	return append(binary.BigEndian.AppendUint16(append(dst, kind), uint16(len(b))), b...)
+	return append(binary.AppendUvarint(append(dst, kind), uint64(len(b))), b...)
 }
 
 // readGrants decodes the grants of sess into dst[:0] (nil allocates; an
