@@ -136,6 +136,22 @@ func serveFiber(t *testing.T, a *app) string {
 	account.Post("/password", func(c fiber.Ctx) error {
 		return c.SendString(a.sawHandler(fiberContext(c)))
 	})
+	return fiberServer(t, f)
+}
+
+// serveFiberHTTP mounts each gated route as one net/http handler, gate and
+// handlers together, with adaptor.HTTPHandler.
+func serveFiberHTTP(t *testing.T, a *app) string {
+	f := fiber.New()
+	f.Post("/api/reauth/options", adaptor.HTTPHandler(a.su.OptionsHandler()))
+	f.Post("/api/reauth/verify", adaptor.HTTPHandler(a.su.VerifyHandler()))
+	f.Post("/account/password", adaptor.HTTPHandler(a.passwordGate()(a.laterHTTP(http.HandlerFunc(a.passwordHTTP)))))
+	f.Post("/payments", adaptor.HTTPHandler(a.paymentGate()(http.HandlerFunc(a.paymentHTTP))))
+	return fiberServer(t, f)
+}
+
+// fiberServer serves f on a loopback port until the test ends.
+func fiberServer(t *testing.T, f *fiber.App) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -132,6 +132,7 @@ var routers = []router{
 	{name: "Gin with stepupgin", serve: serveGin, grantInHandler: true},
 	{name: "Echo with WrapMiddleware", serve: serveEcho, grantInHandler: true},
 	{name: "Fiber with adaptor.HTTPMiddleware", serve: serveFiber, grantInHandler: false},
+	{name: "Fiber with gated net/http handlers", serve: serveFiberHTTP, grantInHandler: true},
 }
 
 // client is alice, signed in, with a passkey on a software authenticator,
@@ -205,7 +206,7 @@ func TestRouters(t *testing.T) {
 				t.Errorf("handlers ran behind the refusing gate: %q", seen)
 			}
 		}},
-		{"after a step-up: pass, the handlers get the grant", func(t *testing.T, r router, c *client) {
+		{"after a step-up: pass, handlers see the grant if the router hands it on", func(t *testing.T, r router, c *client) {
 			if err := c.auth.Reauthenticate(context.Background(), c.Client, c.url); err != nil {
 				t.Fatal(err)
 			}
