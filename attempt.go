@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,25 +40,40 @@ func (s *StepUp) ceremonyCaller(w http.ResponseWriter, r *http.Request) (princip
 type grantRequest struct {
 	Scope     string `json:"scope"`     // a scope some gate was made with
 	Operation string `json:"operation"` // the digest of an operation pending for this user
+	Token     bool   `json:"token"`     // a step-up token too (Config.Tokens)
+	Audience  string `json:"audience"`  // the token's one audience, one of Tokens.Audience
 }
 
 // requestedGrant checks the grant a ceremony asks for: a scope some gate
-// was made with, and an operation pending for the user in the session. It
-// returns the operation, nil for none.
+// was made with; an operation pending for the user in the session (or, with
+// Config.Tokens and a request without a step-up session, any well-formed
+// digest: the token is bound to it, and no description is shown); a token
+// only with Config.Tokens, for one of its audiences. It returns the
+// operation, nil for none.
 func (s *StepUp) requestedGrant(r *http.Request, who principal, req grantRequest, now time.Time) (*pendingOp, *refusal) {
 	if req.Scope != "" {
 		if _, known := s.scopes.Load(req.Scope); !known {
 			return nil, &errUnknownScope
 		}
 	}
+	if (req.Token || req.Audience != "") && s.tokens == nil {
+		return nil, &errNoTokens
+	}
+	if req.Audience != "" && (!req.Token || !slices.Contains(s.tokens.audience, req.Audience)) {
+		return nil, &errUnknownAudience
+	}
 	if req.Operation == "" {
 		return nil, nil
 	}
-	op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, now)
-	if op == nil {
-		return nil, &errUnknownOp
+	if op := findOperation(readOperations(s.session(r)), who.handle, req.Operation, now); op != nil {
+		return op, nil
 	}
-	return op, nil
+	if _, err := r.Cookie(s.name); err != nil && s.tokens != nil {
+		if d, err := strictB64.DecodeString(req.Operation); err == nil && len(d) == sha256.Size {
+			return &pendingOp{user: who.handle, digest: d}, nil
+		}
+	}
+	return nil, &errUnknownOp
 }
 
 // readJSONBody reads r's body, at most max bytes (else 413). A non-empty body
@@ -95,7 +112,9 @@ type attempt struct {
 	taken    []string  // the limits the attempt holds a unit of, given back on a fault of ours
 	keep     bool      // a fault that must keep its units all the same (a Method's Check)
 
-	description string // a bound ceremony's description, as shown and signed
+	description    string // a bound ceremony's description, as shown and signed
+	tokenRequested bool   // the client asked for a step-up token too
+	audience       string // for that audience only ("" for all)
 }
 
 func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principal) *attempt {
@@ -173,7 +192,9 @@ type proof struct {
 // newGrant makes the grant pending ceremony p earns with method m, with the
 // revocation state p copied when it started.
 func (c *attempt) newGrant(p pending, m proof) grantRecord {
-	p.revocation.sid = sessionTagOf(c.sess, c.who.signIn) // as it was when p started
+	if p.sid == nil { // a pending record of the step-up session: its tag is the session's
+		p.sid = sessionTagOf(c.sess, c.who.signIn)
+	}
 	g := grantRecord{revocation: p.revocation, at: c.now.Unix(), signIn: c.who.signIn, user: c.who.handle, scope: p.scope,
 		op: p.op, id: make([]byte, 16), method: []byte(m.name), amr: []byte(strings.Join(m.amr, " "))}
 	if len(m.credentialID) <= maxCredentialIDLen {
@@ -215,7 +236,11 @@ func (c *attempt) record(g grantRecord, dropped []grantRecord, credentialID []by
 	if counter != 0 {
 		key = counterKey(g.user, credentialID, counter) // the user is the owner, checked before
 	}
-	ops := c.s.grantOps(g, dropped, c.method == MethodPasskey, key)
+	life := c.s.grantLifetime()
+	if c.tokenRequested { // the token's jti is this record: it lives as long as the token
+		life = max(life, c.s.tokens.ttl+futureSkew+time.Second)
+	}
+	ops := c.s.grantOps(g, dropped, life, c.method == MethodPasskey, key)
 	_, failed, err := c.s.update(c.ctx, ops)
 	switch {
 	case err != nil:
@@ -245,6 +270,16 @@ func (c *attempt) grant(p pending, g grantRecord, gs []grantRecord, m proof) {
 			return
 		}
 	}
+	res := verifyResult{Status: "ok", ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339)}
+	if c.tokenRequested {
+		token, exp, err := s.tokens.sign(g, c.audience, c.now)
+		if err != nil {
+			s.storeFailed(c.r, "tokens", err)
+			c.fail(refuse(errInternal, slog.LevelError, "signing the token failed"))
+			return
+		}
+		res.Token, res.TokenExpiresAt = token, exp.UTC().Format(time.RFC3339)
+	}
 	c.putGrant(p, gs)
 	if err := s.save(c.w, c.r, c.sess); err != nil {
 		s.storeFailed(c.r, "session", err, userAttr(uid))
@@ -256,11 +291,11 @@ func (c *attempt) grant(p pending, g grantRecord, gs []grantRecord, m proof) {
 	if c.credAttr.Key != "" {
 		attrs = append(attrs, c.credAttr)
 	}
+	if c.tokenRequested {
+		attrs = append(attrs, slog.Bool("token", true))
+	}
 	s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
-	writeJSON(c.w, http.StatusOK, verifyResult{
-		Status:            "ok",
-		ReauthenticatedAt: time.Unix(g.at, 0).UTC().Format(time.RFC3339),
-	})
+	writeJSON(c.w, http.StatusOK, res)
 }
 
 // putGrant writes the grants gs into the session, with what the new one
@@ -296,4 +331,6 @@ func (c *attempt) putGrant(p pending, gs []grantRecord) {
 type verifyResult struct {
 	Status            string `json:"status"`
 	ReauthenticatedAt string `json:"reauthenticated_at"`
+	Token             string `json:"token,omitempty"`            // a step-up token, when asked for
+	TokenExpiresAt    string `json:"token_expires_at,omitempty"` // its exp, RFC 3339
 }

@@ -76,6 +76,8 @@ var (
 	errBadRequestBody    = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request body is not valid."}
 	errUnknownScope      = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "There is no such scope."}
 	errBadOperation      = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "The request does not describe a valid operation."}
+	errNoTokens          = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "Step-up tokens are not enabled."}
+	errUnknownAudience   = refusal{status: http.StatusBadRequest, code: codeInvalidRequest, message: "There is no such audience for step-up tokens."}
 	errUnknownOp         = refusal{status: http.StatusBadRequest, code: codeUnknownOperation, message: "There is no such operation waiting for confirmation."}
 	errReauthNeeded      = refusal{status: http.StatusForbidden, code: codeReauthenticationRequired, message: "Confirm it's you to continue."}
 	errWrongSecret       = refusal{status: http.StatusBadRequest, code: codeWrongSecret, message: "That is not right. Try again."}

@@ -21,8 +21,9 @@ var ErrEvidenceInvalid = errors.New("stepup: evidence does not verify")
 // challenge commits to. The challenge was
 // SHA-256("stepup/bind/v2" ‖ Nonce ‖ User ‖ Scope ‖ OperationDigest ‖
 // SHA-256(Description)) (each variable-length field preceded by its
-// length), so the authenticator's signature covers the user, the scope, the
-// operation and the description the user was shown. At is the only field
+// length), or, with Config.Tokens, a self-contained challenge that holds
+// that commitment; either way the authenticator's signature covers the
+// user, the scope, the operation and the description the user was shown. At is the only field
 // the signature does not cover: it is the server's record of when.
 type Evidence struct {
 	User              []byte    // the user handle (signed, through the challenge)
@@ -101,8 +102,23 @@ func (e Evidence) Verify(publicKey []byte, policy EvidencePolicy) error {
 		return fmt.Errorf("%w: top origin %q is not allowed", ErrEvidenceInvalid, cd.TopOrigin)
 	}
 	if len(e.OperationDigest) != sha256.Size || len(e.Nonce) == 0 || len(e.User) == 0 ||
-		cd.Challenge != b64(boundChallenge(e.Nonce, e.User, e.Scope, e.OperationDigest, e.Description)) {
+		!commits(cd.Challenge, boundChallenge(e.Nonce, e.User, e.Scope, e.OperationDigest, e.Description)) {
 		return fmt.Errorf("%w: the challenge does not commit to this user, scope, operation and description", ErrEvidenceInvalid)
 	}
 	return nil
+}
+
+// commits reports whether the signed challenge (base64url, as in the client
+// data) is the commitment, or a self-contained challenge holding it (see
+// challenge.go: with Config.Tokens, challenges carry their state).
+func commits(signed string, commitment []byte) bool {
+	if signed == b64(commitment) {
+		return true
+	}
+	raw, err := strictB64.DecodeString(signed)
+	if err != nil {
+		return false
+	}
+	got, ok := sealedCommitment(raw)
+	return ok && bytes.Equal(got, commitment)
 }

@@ -1,9 +1,12 @@
 package stepup
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -72,6 +75,10 @@ type ReauthRequired struct {
 	// use now, in the gate's order; empty (never nil) when the user cannot
 	// pass the gate until they set one up.
 	Methods []string
+	// Bearer says that the request authenticated with a bearer token
+	// (Authorization: Bearer): stepup answers it 401 with an RFC 9470
+	// WWW-Authenticate challenge, set before OnReauthRequired is called.
+	Bearer bool
 }
 
 // RequireRecentReauth returns middleware that calls the wrapped handler only
@@ -177,12 +184,17 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 		}
 	}
 	sess := s.session(r)
-	var buf [maxGrants]grantRecord
+	var buf [maxGrants + 1]grantRecord
 	gs := readGrants(buf[:0], sess)
+	inSession := len(gs)
+	tg, hasToken, tokenRefused := s.tokenGrant(r, p) // the same rules for both envelopes
+	if hasToken {
+		gs = append(gs, tg)
+	}
 	i, reason := pickGrant(gs, p, g, op, s.now())
 	if i >= 0 {
 		var e *refusal
-		if reason, e = s.passGrant(w, r, sess, gs, i, g.once || g.bind != nil); e != nil {
+		if reason, e = s.passGrant(w, r, sess, gs[:inSession], gs[i], g.once || g.bind != nil); e != nil {
 			writeError(w, *e)
 			return
 		}
@@ -191,7 +203,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 			return
 		}
 	}
-	s.refuseAtGate(w, r, g, p, sess, reason, op, description)
+	s.refuseAtGate(w, r, g, p, sess, refusedAt{reason: reason, op: op, description: description, token: tokenRefused})
 }
 
 // pickGrant returns the index of the newest fresh grant in gs that p made
@@ -221,13 +233,13 @@ func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time
 	return best, reason
 }
 
-// passGrant asks the Registry whether grant gs[i] may pass: its record is
-// live and the revocation states it copied are current. A single-use gate
-// uses the record up in the same step, then drops the grant from the
-// session, before the wrapped handler runs. It returns "" to pass, or the
-// reason of the refusal.
-func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, i int, single bool) (Reason, *refusal) {
-	g := gs[i]
+// passGrant asks the Registry whether grant g may pass: its record is live
+// and the revocation states it copied are current. A single-use gate uses
+// the record up in the same step (whichever envelope, cookie or token,
+// carries it: both are then used), then drops it from the session's grants
+// gs, before the wrapped handler runs. It returns "" to pass, or the reason
+// of the refusal.
+func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, g grantRecord, single bool) (Reason, *refusal) {
 	var ops [3]Op
 	var res [3]Result
 	failed, err := s.registry.Update(r.Context(), gateOps(&ops, g, single), res[:])
@@ -245,7 +257,7 @@ func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *session
 	case failed >= 0:
 		return "", &errUnavailable // a condition failed that the values say held
 	}
-	if single {
+	if i := slices.IndexFunc(gs, func(h grantRecord) bool { return bytes.Equal(h.id, g.id) }); single && i >= 0 {
 		writeGrants(sess, append(gs[:i:i], gs[i+1:]...))
 		if err := s.save(w, r, sess); err != nil {
 			s.storeFailed(r, "session", err)
@@ -255,29 +267,46 @@ func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *session
 	return "", nil
 }
 
-// refuseAtGate answers a request the gate refuses: the 403 (or redirect, or
-// the application's OnReauthRequired), after recording a bound operation as
-// pending.
-func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, reason Reason, op []byte, description string) {
-	info := ReauthRequired{Reason: reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user)}
+// refusedAt is what a gate's refusal says.
+type refusedAt struct {
+	reason      Reason
+	op          []byte // a Bind gate's operation digest
+	description string
+	token       error // why a step-up token in the request was refused
+}
+
+// refuseAtGate answers a request the gate refuses: 401 with an RFC 9470
+// challenge for a bearer request, else 403 (or the ReauthURL redirect), or
+// the application's OnReauthRequired; a bound operation is recorded as
+// pending first.
+func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, ra refusedAt) {
+	info := ReauthRequired{Reason: ra.reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user), Bearer: isBearer(r)}
 	if g.bind != nil {
-		info.Operation = &Operation{Digest: b64(op), Description: description}
-		if err := s.addOperation(w, r, sess, p, op, description, s.now()); err != nil {
+		info.Operation = &Operation{Digest: b64(ra.op), Description: ra.description}
+		if err := s.addOperation(w, r, sess, p, ra.op, ra.description, s.now()); err != nil {
 			s.storeFailed(r, "session", err)
 			writeError(w, errInternal)
 			return
 		}
 	}
-	s.event(r, slog.LevelInfo, EventGateDenied, userAttr(p.handle), slog.String("path", r.URL.Path),
-		slog.String("reason", string(reason)), slog.String("scope", g.scope))
+	attrs := []slog.Attr{userAttr(p.handle), slog.String("path", r.URL.Path), slog.String("reason", string(ra.reason)), slog.String("scope", g.scope)}
+	if ra.token != nil {
+		attrs = append(attrs, slog.String("token", ra.token.Error()))
+	}
+	s.event(r, slog.LevelInfo, EventGateDenied, attrs...)
+	status := errReauthNeeded.status
+	if info.Bearer {
+		w.Header().Set("WWW-Authenticate", bearerChallenge(g.maxAgeSeconds))
+		status = http.StatusUnauthorized
+	}
 	switch {
 	case s.onReauthRequired != nil:
 		w.Header().Set("Cache-Control", "no-store")
 		s.onReauthRequired(w, r, info)
-	case s.reauthURL != nil && g.bind == nil && isNavigation(r):
+	case s.reauthURL != nil && g.bind == nil && !info.Bearer && isNavigation(r):
 		s.redirectToReauth(w, r)
 	default:
-		writeJSON(w, errReauthNeeded.status, errorBody{
+		writeJSON(w, status, errorBody{
 			Error:     errReauthNeeded.code,
 			Message:   errReauthNeeded.message,
 			MaxAge:    &g.maxAgeSeconds,
@@ -286,6 +315,21 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 			Methods:   &info.Methods,
 		})
 	}
+}
+
+// isBearer reports whether r authenticates with a bearer token
+// (Authorization: Bearer ..., the scheme in any case).
+func isBearer(r *http.Request) bool {
+	scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "Bearer")
+}
+
+// bearerChallenge is the WWW-Authenticate value of RFC 9470 §3 for a gate
+// of maxAge seconds. Its quoted strings are fixed text and digits: no CR, LF
+// or quote can reach them.
+func bearerChallenge(maxAge int64) string {
+	return `Bearer error="insufficient_user_authentication", error_description="A more recent step-up is required: confirm it's you, then retry with the Stepup-Token header", max_age="` +
+		strconv.FormatInt(maxAge, 10) + `"`
 }
 
 // checkMethods logs, at a gate's first request, every method it names that

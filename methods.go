@@ -137,6 +137,7 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 	c := s.newAttempt(w, r, who)
 	c.ps = nil // a method leaves the session's passkey ceremonies alone: fail() does not clear them
 	c.method = m.Name
+	c.tokenRequested, c.audience = req.Token, req.Audience
 	if p.revocation, e = c.start(); e != nil {
 		return
 	}

@@ -104,25 +104,28 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := s.session(r)
-	next := pending{expires: now.Add(s.ttl).Unix(), user: p.handle, scope: []byte(req.Scope)}
+	c := ceremony{pending: pending{expires: now.Add(s.ttl).Unix(), user: p.handle, scope: []byte(req.Scope), nonce: make([]byte, 32)},
+		token: req.Token, audience: req.Audience}
+	rand.Read(c.nonce)
 	var bound *Operation
-	next.challenge = make([]byte, 32)
-	rand.Read(next.challenge)
 	if op != nil {
-		// The challenge commits to what the user confirms.
-		next.op, next.nonce = op.digest, next.challenge
-		next.challenge = boundChallenge(next.nonce, p.handle, req.Scope, op.digest, string(op.description))
-		bound = &Operation{Digest: req.Operation, Description: string(op.description)}
+		c.op, c.description = op.digest, string(op.description)
+		bound = &Operation{Digest: req.Operation, Description: c.description}
 	}
-	opts, f := s.requestOptions(r, p, next.challenge)
-	if f == nil {
-		next.revocation, f = s.startCeremony(r, p, sess, next.challenge)
+	var f *refusal
+	if c.revocation, f = s.startCeremony(r, p, sess, c.nonce); f != nil {
+		writeRefusal(w, f)
+		return
 	}
+	c.challenge = s.challengeOf(c)
+	opts, f := s.requestOptions(r, p, c.challenge)
 	if f != nil {
 		writeRefusal(w, f)
 		return
 	}
-	writePending(sess, newest(append(livePending(readPending(sess), now), next), maxPending))
+	if s.tokens == nil {
+		writePending(sess, newest(append(livePending(readPending(sess), now), c.cookiePending()), maxPending))
+	}
 	if err := s.save(w, r, sess); err != nil {
 		s.storeFailed(r, "session", err)
 		writeError(w, errInternal)
@@ -130,6 +133,41 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	}
 	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
 	writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(opts), bound})
+}
+
+// challengeOf returns the challenge of ceremony c: with Config.Tokens a
+// self-contained one; else for a bound ceremony the commitment of
+// boundChallenge, which the session's pending record lets verify recompute,
+// and otherwise the random nonce itself.
+func (s *StepUp) challengeOf(c ceremony) []byte {
+	switch {
+	case s.tokens != nil:
+		return s.tokens.seal(c)
+	case len(c.op) > 0:
+		return boundChallenge(c.nonce, c.user, string(c.scope), c.op, c.description)
+	}
+	return c.nonce
+}
+
+// cookiePending is the pending record of c in the step-up session (without
+// Config.Tokens): an unbound ceremony's nonce is its challenge, so it is not
+// kept twice.
+func (c ceremony) cookiePending() pending {
+	p := c.pending
+	if len(p.op) == 0 {
+		p.nonce = nil
+	}
+	return p
+}
+
+// key is what names the pending ceremony's challenge in the Registry: its
+// random nonce (which is the challenge itself when unbound and without
+// Config.Tokens).
+func (p pending) key() []byte {
+	if len(p.nonce) > 0 {
+		return p.nonce
+	}
+	return p.challenge
 }
 
 // requestOptions asks go-webauthn for the request options of challenge:
@@ -154,10 +192,11 @@ func (s *StepUp) requestOptions(r *http.Request, p principal, challenge []byte) 
 
 // startCeremony is the options handler's Registry step (optionsOps): it
 // checks the failure limit, takes a unit of the step-up limit, binds the
-// ceremony to the current revocation state and issues the challenge.
-func (s *StepUp) startCeremony(r *http.Request, p principal, sess *sessions.Session, challenge []byte) (revocation, *refusal) {
+// ceremony to the current revocation state and issues the challenge, named
+// by its nonce.
+func (s *StepUp) startCeremony(r *http.Request, p principal, sess *sessions.Session, nonce []byte) (revocation, *refusal) {
 	rv := proposeRevocation(p, sess)
-	res, failed, err := s.update(r.Context(), s.optionsOps(p.handle, rv, challenge))
+	res, failed, err := s.update(r.Context(), s.optionsOps(p.handle, rv, nonce))
 	switch {
 	case err != nil:
 		s.storeFailed(r, "registry", err)

@@ -77,15 +77,15 @@ const (
 
 // grantOps records grant g: the revocation states it copied must be
 // unchanged (else it was revoked while its ceremony ran) and are kept as long
-// as it lives; it lives grantLifetime by the registry's clock. A passkey
+// as it lives; it lives life (grantLifetime, or a token's lifetime if
+// longer) by the registry's clock. A passkey
 // success resets the failure count, another method's success gives its own
 // unit back (the password must not buy more guesses of a code). counter, if
 // not empty, is the counter value key the assertion consumes. The records of
 // the user's grants that g pushes out of the session (dropped) are deleted:
 // an older copy of the cookie cannot use them, and a user's live grant
 // records stay bounded by maxGrants per session.
-func (s *StepUp) grantOps(g grantRecord, dropped []grantRecord, passkey bool, counter string) []Op {
-	life := s.grantLifetime()
+func (s *StepUp) grantOps(g grantRecord, dropped []grantRecord, life time.Duration, passkey bool, counter string) []Op {
 	ops := []Op{
 		{Kind: OpSwap, Key: epochKey(g.user), Value: g.userEpoch, New: g.userEpoch, TTL: life},
 		{Kind: OpSwap, Key: sessionKey(g.user, g.sid), Value: g.sessEpoch, New: g.sessEpoch, TTL: life},

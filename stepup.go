@@ -1,6 +1,7 @@
 package stepup
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,6 +91,11 @@ type Config struct {
 	// A grant of another [Method] is bound to its operation too, but nothing
 	// signs it: it has no evidence. Default: none.
 	RecordEvidence func(ctx context.Context, ev Evidence) error
+	// Tokens, when set, lets a client ask for a step-up token beside the
+	// cookie grant, makes every challenge self-contained (so clients that
+	// keep no cookies can step up), and lets gates accept a token in the
+	// Stepup-Token header. See docs/tokens.md. Default nil: no tokens.
+	Tokens *TokenConfig
 }
 
 // Defaults used by [New] for zero [Config] fields.
@@ -126,57 +132,35 @@ type StepUp struct {
 
 	onReauthRequired func(http.ResponseWriter, *http.Request, ReauthRequired)
 	recordEvidence   func(context.Context, Evidence) error
+	tokens           *tokens // nil without Config.Tokens
 }
 
 // New validates cfg, fills in its defaults and returns a ready [StepUp]. It
 // returns an error wrapping [ErrInvalidConfig] when a required field is
 // missing or a field is invalid.
 func New(cfg Config) (*StepUp, error) {
-	switch {
-	case cfg.WebAuthn == nil:
-		return nil, fmt.Errorf("%w: WebAuthn is required", ErrInvalidConfig)
-	case cfg.Store == nil:
-		return nil, fmt.Errorf("%w: Store is required", ErrInvalidConfig)
-	case cfg.Users == nil:
-		return nil, fmt.Errorf("%w: Users is required", ErrInvalidConfig)
-	case cfg.ChallengeTTL < 0:
-		return nil, fmt.Errorf("%w: ChallengeTTL must not be negative", ErrInvalidConfig)
-	case cfg.MaxFailures < 0 || cfg.FailureWindow < 0:
-		return nil, fmt.Errorf("%w: MaxFailures and FailureWindow must not be negative", ErrInvalidConfig)
-	case cfg.MaxStepUps < 0 || cfg.StepUpWindow < 0:
-		return nil, fmt.Errorf("%w: MaxStepUps and StepUpWindow must not be negative", ErrInvalidConfig)
-	}
-	if err := checkStoreCanSave(cfg.Store, cfg.SessionName); err != nil {
-		return nil, fmt.Errorf("%w: Store cannot save a session: %v", ErrInvalidConfig, err)
-	}
-	if cfg.WebAuthn.Config == nil || cfg.WebAuthn.Config.RPID == "" {
-		return nil, fmt.Errorf("%w: WebAuthn has no relying party ID", ErrInvalidConfig)
+	if err := checkConfig(cfg); err != nil {
+		return nil, err
 	}
 	s := &StepUp{
 		wa:           cfg.WebAuthn,
 		store:        cfg.Store,
 		users:        cfg.Users,
-		name:         cfg.SessionName,
-		ttl:          cfg.ChallengeTTL,
+		name:         cmp.Or(cfg.SessionName, defaultSessionName),
+		ttl:          cmp.Or(cfg.ChallengeTTL, defaultChallengeTTL),
 		now:          cfg.Now,
 		log:          cfg.Logger,
 		crossOrigin:  http.NewCrossOriginProtection(),
 		registry:     cfg.Registry,
-		maxFailures:  cfg.MaxFailures,
-		window:       cfg.FailureWindow,
-		maxStepUps:   cfg.MaxStepUps,
-		stepUpWindow: cfg.StepUpWindow,
+		maxFailures:  cmp.Or(cfg.MaxFailures, DefaultMaxFailures),
+		window:       cmp.Or(cfg.FailureWindow, defaultFailureWindow),
+		maxStepUps:   cmp.Or(cfg.MaxStepUps, defaultMaxStepUps),
+		stepUpWindow: cmp.Or(cfg.StepUpWindow, defaultStepUpWindow),
 
 		onReauthRequired: cfg.OnReauthRequired,
 		recordEvidence:   cfg.RecordEvidence,
 	}
 	s.signIns, _ = cfg.Users.(SignInIdentifier)
-	if s.name == "" {
-		s.name = defaultSessionName
-	}
-	if s.ttl == 0 {
-		s.ttl = defaultChallengeTTL
-	}
 	if s.ttl < time.Second {
 		return nil, fmt.Errorf("%w: ChallengeTTL must be at least one second", ErrInvalidConfig)
 	}
@@ -189,18 +173,6 @@ func New(cfg Config) (*StepUp, error) {
 	if s.registry == nil {
 		s.registry = NewMemoryRegistry(DefaultRegistrySize, s.now)
 	}
-	if s.maxFailures == 0 {
-		s.maxFailures = DefaultMaxFailures
-	}
-	if s.window == 0 {
-		s.window = defaultFailureWindow
-	}
-	if s.maxStepUps == 0 {
-		s.maxStepUps = defaultMaxStepUps
-	}
-	if s.stepUpWindow == 0 {
-		s.stepUpWindow = defaultStepUpWindow
-	}
 	if cfg.ReauthURL != "" {
 		u, err := url.Parse(cfg.ReauthURL)
 		if err != nil || u.Scheme != "" || u.Host != "" || !isLocalPath(u.Path) {
@@ -208,7 +180,39 @@ func New(cfg Config) (*StepUp, error) {
 		}
 		s.reauthURL = u
 	}
+	if cfg.Tokens != nil {
+		var err error
+		if s.tokens, err = newTokens(cfg.Tokens); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
+}
+
+// checkConfig refuses a Config without its required fields or with
+// negative ones.
+func checkConfig(cfg Config) error {
+	switch {
+	case cfg.WebAuthn == nil:
+		return fmt.Errorf("%w: WebAuthn is required", ErrInvalidConfig)
+	case cfg.Store == nil:
+		return fmt.Errorf("%w: Store is required", ErrInvalidConfig)
+	case cfg.Users == nil:
+		return fmt.Errorf("%w: Users is required", ErrInvalidConfig)
+	case cfg.ChallengeTTL < 0:
+		return fmt.Errorf("%w: ChallengeTTL must not be negative", ErrInvalidConfig)
+	case cfg.MaxFailures < 0 || cfg.FailureWindow < 0:
+		return fmt.Errorf("%w: MaxFailures and FailureWindow must not be negative", ErrInvalidConfig)
+	case cfg.MaxStepUps < 0 || cfg.StepUpWindow < 0:
+		return fmt.Errorf("%w: MaxStepUps and StepUpWindow must not be negative", ErrInvalidConfig)
+	}
+	if err := checkStoreCanSave(cfg.Store, cfg.SessionName); err != nil {
+		return fmt.Errorf("%w: Store cannot save a session: %v", ErrInvalidConfig, err)
+	}
+	if cfg.WebAuthn.Config == nil || cfg.WebAuthn.Config.RPID == "" {
+		return fmt.Errorf("%w: WebAuthn has no relying party ID", ErrInvalidConfig)
+	}
+	return nil
 }
 
 // checkStoreCanSave finds, before the first request, a session store that

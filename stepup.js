@@ -328,17 +328,26 @@ export async function reauthenticateWithSecret(url, secret, { scope, operation }
  * when the user declined, "no_method" when there was nothing to confirm
  * with).
  *
+ * When the default dialog closes, the focus goes back to the element that
+ * had it when fetchWithStepUp was called (the button that was pressed,
+ * say), as soon as that element can take it again: see stepUpDialog's
+ * returnFocus, which options.returnFocus is passed to.
+ *
  * @param {RequestInfo | URL} input
  * @param {RequestInit} [init]
  * @param {{confirm?: (info: object) => Promise<boolean | {method: string, secret: string}> | boolean,
  *          onReauth?: (result: object) => void,
  *          optionsURL?: string, verifyURL?: string,
  *          methodURL?: (name: string) => string,
- *          labels?: object}} [options]
+ *          labels?: object,
+ *          returnFocus?: Element | (() => Element | null) | false}} [options]
  * @returns {Promise<Response>}
  */
 export async function fetchWithStepUp(input, init, options = {}) {
   const { confirm, onReauth } = options;
+  // Read before anything is awaited: the button that started this is often
+  // disabled by the page meanwhile, and then no longer has the focus.
+  const returnFocus = options.returnFocus !== undefined ? options.returnFocus : focused();
   const base = new Request(input, init);
   const body =
     base.method === "GET" || base.method === "HEAD" || base.body === null ? undefined : await base.arrayBuffer();
@@ -349,7 +358,8 @@ export async function fetchWithStepUp(input, init, options = {}) {
   if (!info) {
     return first;
   }
-  const result = typeof confirm === "function" ? await confirmWith(confirm, info, options) : await stepUpDialog(info, options);
+  const result =
+    typeof confirm === "function" ? await confirmWith(confirm, info, options) : await stepUpDialog(info, { ...options, returnFocus });
   if (typeof onReauth === "function") {
     onReauth(result);
   }
@@ -457,8 +467,8 @@ function methodLabels(labels, name) {
 let dialogCount = 0;
 
 // newDialog makes the modal <dialog class="stepup-confirm"> with a title and
-// a text, and returns its parts. finish(value) closes it once, gives the
-// focus back and resolves the promise that showDialog returns.
+// a text, and returns its parts. The dialog is labelled by its title and
+// described by its text (and, see appendOperation, by the operation).
 function newDialog(labels) {
   const id = `stepup-confirm-${++dialogCount}`;
   const dialog = document.createElement("dialog");
@@ -484,9 +494,32 @@ function button(className, label) {
   return b;
 }
 
-function showDialog(dialog, focus, setup) {
+// focused is the element that has the focus, if any but the page itself.
+function focused() {
+  if (typeof document === "undefined") {
+    return null;
+  }
+  const el = document.activeElement;
+  return el && el !== document.body && el !== document.documentElement ? el : null;
+}
+
+// tabStops lists the controls of dialog that Tab stops at, in order.
+function tabStops(dialog) {
+  return [...dialog.querySelectorAll("button, input, select, textarea, a[href], [tabindex]")].filter(
+    (el) => el.tabIndex >= 0 && !el.disabled && el.getClientRects().length > 0,
+  );
+}
+
+// showDialog opens dialog as a modal and focuses focus(); setup(finish)
+// wires its buttons. finish(value) closes it once, gives the focus to
+// returnFocus (see focusBack) and resolves the promise showDialog returns.
+//
+// A modal <dialog> makes the rest of the page inert, but Tab from its last
+// control goes on to the browser's own toolbar (and, in Firefox, Shift+Tab
+// from the first one): here Tab and Shift+Tab cycle through the dialog's
+// controls, as WAI-ARIA's modal dialog pattern says.
+function showDialog(dialog, returnFocus, focus, setup) {
   return new Promise((resolve) => {
-    const previous = document.activeElement;
     let done = false;
     const finish = (value) => {
       if (done) {
@@ -497,9 +530,7 @@ function showDialog(dialog, focus, setup) {
         dialog.close();
       }
       dialog.remove();
-      if (previous && typeof previous.focus === "function") {
-        previous.focus();
-      }
+      focusBack(returnFocus);
       resolve(value);
     };
     dialog.addEventListener("cancel", (event) => {
@@ -507,6 +538,17 @@ function showDialog(dialog, focus, setup) {
       finish(undefined);
     });
     dialog.addEventListener("close", () => finish(undefined));
+    dialog.addEventListener("keydown", (event) => {
+      if (event.key !== "Tab" || event.altKey || event.ctrlKey || event.metaKey) {
+        return;
+      }
+      const stops = tabStops(dialog);
+      const at = stops.indexOf(document.activeElement);
+      if (stops.length > 0 && (event.shiftKey ? at <= 0 : at === -1 || at === stops.length - 1)) {
+        event.preventDefault();
+        stops[event.shiftKey ? stops.length - 1 : 0].focus();
+      }
+    });
     setup(finish);
     document.body.append(dialog);
     dialog.showModal();
@@ -514,14 +556,67 @@ function showDialog(dialog, focus, setup) {
   });
 }
 
+// The longest time focusBack waits for its element to take the focus.
+const FOCUS_WAIT_MS = 10000;
+
+// focusBack gives the focus to target when a dialog closes: an element, a
+// function called then that returns one, or false (leave the focus where
+// the browser puts it). Pages often keep the button that started an action
+// disabled until its request is done, and a disabled element takes no
+// focus: then focusBack waits until target takes it (a MutationObserver on
+// the disabled, hidden and inert attributes of the page), for up to
+// FOCUS_WAIT_MS. It never takes the focus from where the user put it: it
+// stops waiting as soon as the focus moves or the user clicks anything, or
+// target leaves the page.
+function focusBack(returnFocus) {
+  let target = returnFocus;
+  if (typeof returnFocus === "function") {
+    try {
+      target = returnFocus();
+    } catch {
+      target = null;
+    }
+  }
+  if (!target || typeof target.focus !== "function" || !target.isConnected) {
+    return;
+  }
+  target.focus();
+  const start = document.activeElement;
+  if (start === target) {
+    return;
+  }
+  const observer = new MutationObserver(() => {
+    if (!target.isConnected || document.activeElement !== start) {
+      stop();
+      return;
+    }
+    target.focus();
+  });
+  const moved = () => document.activeElement !== start && stop();
+  const timer = setTimeout(stop, FOCUS_WAIT_MS);
+  function stop() {
+    observer.disconnect();
+    clearTimeout(timer);
+    document.removeEventListener("focusin", moved, true);
+    document.removeEventListener("pointerdown", stop, true);
+  }
+  observer.observe(document.documentElement, {
+    attributes: true,
+    subtree: true,
+    attributeFilter: ["disabled", "hidden", "inert"],
+  });
+  document.addEventListener("focusin", moved, true);
+  document.addEventListener("pointerdown", stop, true);
+}
+
 /**
  * A confirm for fetchWithStepUp that only asks "Confirm it's you?": a modal
  * <dialog> with a confirm and a Cancel button. It resolves to true on
- * confirm, false on Cancel or Escape, and gives the focus back to where it
- * was. Style it with the class "stepup-confirm" (and stepup-confirm-actions,
- * stepup-confirm-ok, stepup-confirm-cancel, stepup-confirm-operation); it
- * brings no styles of its own. stepUpDialog, the default, also handles
- * methods other than a passkey.
+ * confirm, false on Cancel or Escape, and gives the focus back (see
+ * stepUpDialog's returnFocus). Style it with the class "stepup-confirm"
+ * (and stepup-confirm-actions, stepup-confirm-ok, stepup-confirm-cancel,
+ * stepup-confirm-operation); it brings no styles of its own. stepUpDialog,
+ * the default, also handles methods other than a passkey.
  *
  * The text says what the page is about to do, if it passes info.action
  * (such as "delete your account"), shows the description of the operation
@@ -530,32 +625,41 @@ function showDialog(dialog, focus, setup) {
  * request only (a bound operation).
  *
  * @param {{action?: string, max_age?: number, operation?: {description?: string}}} [info]
- * @param {{labels?: object}} [options]
+ * @param {{labels?: object, returnFocus?: Element | (() => Element | null) | false}} [options]
  * @returns {Promise<boolean>}
  */
-export async function confirmDialog(info = {}, { labels: custom } = {}) {
+export async function confirmDialog(info = {}, { labels: custom, returnFocus = focused() } = {}) {
   const labels = labelsFrom(custom);
-  const { dialog, text, actions } = newDialog(labels);
+  const { id, dialog, text, actions } = newDialog(labels);
   text.textContent = describe(info, labels, labels.passkeyPrompt);
-  appendOperation(dialog, info);
+  appendOperation(dialog, id, info);
   const ok = button("stepup-confirm-ok", labels.confirm);
   const cancel = button("stepup-confirm-cancel", labels.cancel);
   actions.append(ok, cancel);
   dialog.append(actions);
-  const value = await showDialog(dialog, () => ok, (finish) => {
+  const value = await showDialog(dialog, returnFocus, () => ok, (finish) => {
     ok.addEventListener("click", () => finish(true));
     cancel.addEventListener("click", () => finish(false));
   });
   return value === true;
 }
 
-function appendOperation(dialog, info) {
+// appendOperation shows the description of a bound operation, such as
+// "Send 99.95 EUR to Alan Turing", and adds it to the dialog's description,
+// so that a screen reader says it with the title. It comes from the server
+// and may hold any text (a payee's name): it is set as text, never as HTML,
+// in an element with dir="auto", which isolates it (unicode-bidi: isolate)
+// so that right-to-left text in it cannot reorder what surrounds it.
+function appendOperation(dialog, id, info) {
   const operation = info.operation && typeof info.operation.description === "string" ? info.operation.description : "";
   if (operation) {
     const what = document.createElement("p");
+    what.id = `${id}-operation`;
     what.className = "stepup-confirm-operation";
+    what.dir = "auto";
     what.textContent = operation;
     dialog.append(what);
+    dialog.setAttribute("aria-describedby", `${dialog.getAttribute("aria-describedby")} ${what.id}`);
   }
 }
 
@@ -569,11 +673,30 @@ function appendOperation(dialog, info) {
  * prompt, and the next method, if any, is offered as a button such as "Use
  * your password instead". With another method first, it shows a field for
  * its secret and posts it to methodURL(name) (default /api/reauth/{name});
- * a wrong secret is said in the dialog (class stepup-confirm-error) and the
- * user may try again until the server's limit. With no method, it says that
- * one must be set up and resolves to {ok: false, reason: "no_method"}.
- * Cancel or Escape resolves to {ok: false, reason: "cancelled"}, as does a
- * dismissed passkey prompt, and shows no error.
+ * a wrong secret is said in the dialog and the user may try again until
+ * the server's limit. With no method, it says that one must be set up and
+ * resolves to {ok: false, reason: "no_method"}. Cancel or Escape resolves
+ * to {ok: false, reason: "cancelled"}, as does a dismissed passkey prompt,
+ * and shows no error.
+ *
+ * For assistive technology: the dialog is labelled by its title and
+ * described by its text and, for a Bind gate, the operation's description
+ * (shown as text, isolated with dir="auto"). While a secret is checked,
+ * labels.working is put in a polite status region (stepup-confirm-status,
+ * role="status"), never in the alert; a wrong secret is put in the alert
+ * (stepup-confirm-error, role="alert"), and the field gets
+ * aria-invalid="true" and aria-describedby pointing to it until the user
+ * types again or switches method. The dialog is modal (the rest of the
+ * page is inert): Tab and Shift+Tab cycle through its controls, and Escape
+ * closes it (cancelled).
+ *
+ * When it closes, the focus goes to options.returnFocus: by default the
+ * element that had the focus when stepUpDialog was called (fetchWithStepUp
+ * passes the one focused when it was called); an element; a function,
+ * called then, that returns one; or false to leave the focus where the
+ * browser puts it. If that element cannot take the focus yet (the page
+ * still has the button disabled), it gets it as soon as it can, within 10
+ * seconds, unless the user has moved on to another element meanwhile.
  *
  * Every text comes from options.labels (see LABELS). The field is
  * stepup-confirm-secret; the switch button stepup-confirm-instead.
@@ -581,11 +704,13 @@ function appendOperation(dialog, info) {
  * @param {{action?: string, max_age?: number, scope?: string, methods?: string[],
  *          operation?: {digest: string, description?: string}}} info
  * @param {{labels?: object, optionsURL?: string, verifyURL?: string,
- *          methodURL?: (name: string) => string}} [options]
+ *          methodURL?: (name: string) => string,
+ *          returnFocus?: Element | (() => Element | null) | false}} [options]
  * @returns {Promise<{ok: true, reauthenticatedAt: string} | {ok: false, reason: string, message: string}>}
  */
 export async function stepUpDialog(info = {}, options = {}) {
   const { optionsURL, verifyURL, methodURL = defaultMethodURL } = options;
+  const returnFocus = options.returnFocus !== undefined ? options.returnFocus : focused();
   const labels = labelsFrom(options.labels);
   const methods = Array.isArray(info.methods) ? info.methods.filter((m) => typeof m === "string") : ["passkey"];
   const grant = { scope: info.scope, operation: info.operation };
@@ -596,11 +721,11 @@ export async function stepUpDialog(info = {}, options = {}) {
     const close = button("stepup-confirm-cancel", labels.close);
     actions.append(close);
     dialog.append(actions);
-    await showDialog(dialog, () => close, (finish) => close.addEventListener("click", () => finish()));
+    await showDialog(dialog, returnFocus, () => close, (finish) => close.addEventListener("click", () => finish()));
     return failure("no_method", labels.noMethod);
   }
 
-  appendOperation(dialog, info);
+  appendOperation(dialog, id, info);
   const form = document.createElement("form");
   form.className = "stepup-confirm-form";
   form.noValidate = true;
@@ -610,17 +735,44 @@ export async function stepUpDialog(info = {}, options = {}) {
   field.id = `${id}-secret`;
   field.className = "stepup-confirm-secret";
   field.required = true;
+  // Errors only: a screen reader interrupts the user to say them.
   const error = document.createElement("p");
+  error.id = `${id}-error`;
   error.className = "stepup-confirm-error";
   error.setAttribute("role", "alert");
   error.hidden = true;
+  // Progress ("Checking…"): said when the user pauses. It stays in the page,
+  // empty when idle, so that assistive technology notices what is put in it.
+  const status = document.createElement("div");
+  status.id = `${id}-status`;
+  status.className = "stepup-confirm-status";
+  status.setAttribute("role", "status");
+  status.setAttribute("aria-live", "polite");
   const ok = button("stepup-confirm-ok", labels.confirm);
   ok.type = "submit";
   const cancel = button("stepup-confirm-cancel", labels.cancel);
   const instead = button("stepup-confirm-instead", "");
   actions.append(ok, cancel);
-  form.append(fieldLabel, field, error, actions, instead);
+  form.append(fieldLabel, field, error, status, actions, instead);
   dialog.append(form);
+
+  const showError = (message) => {
+    error.textContent = message;
+    error.hidden = false;
+    field.setAttribute("aria-invalid", "true");
+    field.setAttribute("aria-describedby", error.id);
+  };
+  const clearError = () => {
+    error.hidden = true;
+    error.textContent = "";
+    field.removeAttribute("aria-invalid");
+    field.removeAttribute("aria-describedby");
+  };
+  field.addEventListener("input", () => {
+    if (!error.hidden) {
+      clearError();
+    }
+  });
 
   let index = 0;
   const show = () => {
@@ -634,8 +786,8 @@ export async function stepUpDialog(info = {}, options = {}) {
     field.value = "";
     field.type = name === "password" ? "password" : "text";
     field.autocomplete = name === "password" ? "current-password" : name === "totp" ? "one-time-code" : "off";
-    error.hidden = true;
-    error.textContent = "";
+    clearError();
+    status.textContent = "";
     const next = methods[(index + 1) % methods.length];
     instead.hidden = methods.length < 2;
     instead.textContent = methodLabels(labels, next).instead;
@@ -644,7 +796,8 @@ export async function stepUpDialog(info = {}, options = {}) {
   };
   show();
 
-  const outcome = await showDialog(dialog, () => (methods[0] === "passkey" ? ok : field), (finish) => {
+  let checking = false;
+  const outcome = await showDialog(dialog, returnFocus, () => (methods[0] === "passkey" ? ok : field), (finish) => {
     cancel.addEventListener("click", () => finish());
     instead.addEventListener("click", () => {
       index = (index + 1) % methods.length;
@@ -653,6 +806,9 @@ export async function stepUpDialog(info = {}, options = {}) {
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
+      if (checking) {
+        return;
+      }
       const name = methods[index];
       if (name === "passkey") {
         finish({ passkey: true });
@@ -662,19 +818,23 @@ export async function stepUpDialog(info = {}, options = {}) {
         field.focus();
         return;
       }
-      ok.disabled = field.disabled = instead.disabled = true;
+      // The field stays enabled (read-only), so that it keeps the focus.
+      checking = true;
+      ok.disabled = instead.disabled = field.readOnly = true;
       form.setAttribute("aria-busy", "true");
-      error.hidden = false;
-      error.textContent = labels.working;
+      clearError();
+      status.textContent = labels.working;
       const result = await reauthenticateWithSecret(methodURL(name), field.value, grant);
-      ok.disabled = field.disabled = instead.disabled = false;
+      checking = false;
+      ok.disabled = instead.disabled = field.readOnly = false;
       form.removeAttribute("aria-busy");
+      status.textContent = "";
       if (result.ok || result.reason !== "wrong_secret") {
         finish({ result });
         return;
       }
-      error.textContent = labels.wrongSecret;
       field.value = "";
+      showError(labels.wrongSecret);
       field.focus();
     });
   });

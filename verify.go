@@ -135,19 +135,22 @@ var strictB64 = base64.RawURLEncoding.Strict()
 // signed; it must have been issued to this user and not have expired.
 func (c *attempt) matchChallenge(a *protocol.ParsedCredentialAssertionData) (pending, *refusal) {
 	challenge, err := strictB64.DecodeString(a.Response.CollectedClientData.Challenge)
-	i := -1
-	if err == nil {
-		i = findPending(c.ps, challenge)
+	switch {
+	case err != nil:
+		return pending{}, refuse(errExpired, slog.LevelInfo, "no pending challenge matches")
+	case c.s.tokens != nil:
+		return c.matchSealed(challenge)
+	}
+	i := findPending(c.ps, challenge)
+	if _, err := c.r.Cookie(c.s.name); err != nil && i < 0 {
+		return pending{}, refuse(errExpired, slog.LevelInfo, "no step-up cookie (a client that keeps no cookies needs Config.Tokens)")
 	}
 	if i < 0 {
 		return pending{}, refuse(errExpired, slog.LevelInfo, "no pending challenge matches")
 	}
 	p := c.ps[i]
-	if !bytes.Equal(p.user, c.who.handle) {
-		return pending{}, refuse(errExpired, slog.LevelWarn, "challenge was issued to another user")
-	}
-	if p.expires < c.now.Unix() {
-		return pending{}, refuse(errExpired, slog.LevelInfo, "challenge expired")
+	if f := c.checkPending(p); f != nil {
+		return pending{}, f
 	}
 	if len(p.op) > 0 {
 		// The description shown is the pending operation's: the challenge
@@ -159,6 +162,34 @@ func (c *attempt) matchChallenge(a *protocol.ParsedCredentialAssertionData) (pen
 		c.description = string(o.description)
 	}
 	return p, nil
+}
+
+// matchSealed opens a self-contained challenge (Config.Tokens): made by us,
+// for this user and sign-in, unexpired.
+func (c *attempt) matchSealed(challenge []byte) (pending, *refusal) {
+	cer, err := c.s.tokens.open(challenge)
+	if err != nil {
+		return pending{}, refuse(errExpired, slog.LevelInfo, "the challenge is not one of ours")
+	}
+	if f := c.checkPending(cer.pending); f != nil {
+		return pending{}, f
+	}
+	if len(c.who.signIn) > 0 && !bytes.Equal(cer.sid, c.who.signIn) {
+		return pending{}, refuse(errExpired, slog.LevelWarn, "challenge was issued to another sign-in")
+	}
+	c.description, c.tokenRequested, c.audience = cer.description, cer.token, cer.audience
+	return cer.pending, nil
+}
+
+// checkPending refuses a pending ceremony of another user, or expired.
+func (c *attempt) checkPending(p pending) *refusal {
+	if !bytes.Equal(p.user, c.who.handle) {
+		return refuse(errExpired, slog.LevelWarn, "challenge was issued to another user")
+	}
+	if p.expires < c.now.Unix() {
+		return refuse(errExpired, slog.LevelInfo, "challenge expired")
+	}
+	return nil
 }
 
 // findPending returns the index of the pending ceremony with challenge, or -1.
@@ -177,7 +208,7 @@ func findPending(ps []pending, challenge []byte) int {
 // or many, and a challenge answers once and only while the Registry holds it
 // (its own clock, not any instance's, decides that it expired).
 func (c *attempt) claim(p pending) *refusal {
-	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.challenge))
+	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.key()))
 	switch {
 	case err != nil:
 		return c.registryFailed(err)

@@ -12,6 +12,11 @@
 // skipped with one line, unless STEPUP_REQUIRE_BROWSER=1, which makes that
 // a failure (CI). STEPUP_SCREENSHOT=path also writes a screenshot of the
 // example there, taken in Chromium.
+//
+// The accessibility checks (a11y_test.go) load axe-core from
+// e2e/axe/node_modules: run npm ci in e2e/axe first (package-lock.json pins
+// the version). Without it the axe test is skipped with one line, or fails
+// under STEPUP_REQUIRE_BROWSER=1.
 package e2e
 
 import (
@@ -48,6 +53,17 @@ func TestBrowser(t *testing.T) {
 		{name: "a user without a passkey confirms with the password and adds a first passkey behind it", run: testPasswordOnlyUser},
 		{name: "a passkey user is offered the password instead", run: testPasskeyUserOfferedPassword},
 		{name: "the dialog in another language shows no English", run: testTranslatedDialog, env: newBareEnv},
+		{name: "the dialog keeps Tab inside, closes on Escape and gives the focus back", run: testDialogKeyboard, env: newBareEnv},
+		{name: "returnFocus, and a disabled opener gets the focus when enabled unless the user moved on", run: testReturnFocusOption, env: newBareEnv},
+		{name: "the focus goes back to the payment button once the app enables it", run: testFocusBackToDisabledButton},
+		{name: "progress is polite, a wrong password is an alert on an invalid field", run: testDialogAnnouncements},
+		{name: "a bound operation is text, isolated, and in the dialog's description", run: testBoundOperationShown, env: newBareEnv},
+		{name: "axe finds no violation in the pages and every state of the dialog", run: testDialogAxe},
+		{name: "focus ring and field borders have 3:1 contrast", run: testNonTextContrast},
+		{
+			name: "the example fits a 390 px wide screen", run: testNarrowScreen,
+			only: "chromium", why: "the DevTools protocol emulates a phone's viewport (Emulation.setDeviceMetricsOverride); Firefox has no such command over Marionette and keeps its windows at least 500 px wide",
+		},
 		{
 			name: "an assertion without user verification is refused", run: testAssertionWithoutUV,
 			only: "chromium", why: "the DevTools protocol can make the virtual authenticator drop the UV flag (WebAuthn.setResponseOverrideBits); Marionette cannot",

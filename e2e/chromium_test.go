@@ -9,10 +9,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	cdppage "github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // Chromium through chromedp and the DevTools protocol; see driver_test.go.
@@ -32,7 +34,7 @@ func startChromium(t *testing.T, path string) browser {
 		chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
-		chromedp.WindowSize(1024, 900),
+		chromedp.WindowSize(windowWidth, windowHeight),
 	)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelBrowser := chromedp.NewContext(allocCtx)
@@ -188,6 +190,36 @@ func (p *chromiumPage) addCredential(c credential) error {
 func (p *chromiumPage) setUserVerified(ok bool) error {
 	_, err := chromedp.Call(p.ctx, webauthn.SetUserVerified, webauthn.SetUserVerifiedParams{AuthenticatorID: p.auth, IsUserVerified: ok})
 	return err
+}
+
+// press sends the key's down and up events (and a char event for a
+// character) through the DevTools protocol: trusted events, with their
+// default actions (Tab moves the focus, Enter activates).
+func (p *chromiumPage) press(key string) error {
+	var opts []chromedp.KeyOption
+	switch key {
+	case "Tab":
+		key = kb.Tab
+	case "Shift+Tab":
+		key = kb.Tab
+		opts = append(opts, chromedp.KeyModifiers(chromedp.ModifierShift))
+	case "Enter":
+		key = kb.Enter
+	case "Escape":
+		key = kb.Escape
+	default:
+		if utf8.RuneCountInString(key) != 1 {
+			return fmt.Errorf("press: unknown key %q", key)
+		}
+	}
+	return chromedp.Do(p.ctx, chromedp.KeyEvent(key, opts...))
+}
+
+// resize emulates a viewport of width by height CSS pixels for this tab.
+// (Firefox has no such emulation over Marionette, and will not make a
+// window narrower than 500 pixels.)
+func (p *chromiumPage) resize(width, height int) error {
+	return chromedp.Do(p.ctx, chromedp.EmulateViewport(int64(width), int64(height)))
 }
 
 func (p *chromiumPage) logs() string {

@@ -22,6 +22,9 @@ package e2e
 //	addCredential(c)        put a passkey (with its private key) on it
 //	setUserVerified(ok)     false: the authenticator fails user verification,
 //	                        the page gets NotAllowedError
+//	press(key)              press and release a key as a person does, where
+//	                        the focus is: "Tab", "Shift+Tab", "Enter",
+//	                        "Escape" or one character
 //	logs()                  what the page logged, shown when a test fails
 //
 // Everything else is built on these in env, the same for every engine:
@@ -72,6 +75,7 @@ type page interface {
 	credentials() ([]credential, error)
 	addCredential(c credential) error
 	setUserVerified(ok bool) error
+	press(key string) error
 	logs() string
 }
 

@@ -30,6 +30,10 @@ const (
 	pollInterval        = 20 * time.Millisecond
 )
 
+// The size of the browsers' windows (a test may emulate a smaller viewport
+// in Chromium).
+const windowWidth, windowHeight = 1024, 900
+
 // clock is the example app's clock in these tests: the tests move it, so a
 // grant ages without anyone waiting.
 type clock struct{ ns atomic.Int64 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // Firefox through Marionette; see driver_test.go and marionette_test.go.
@@ -136,7 +137,7 @@ func startFirefox(t *testing.T, path string) browser {
 			"pageLoad": waitTimeout.Milliseconds(),
 			"implicit": 0,
 		}, nil},
-		{"WebDriver:SetWindowRect", map[string]any{"width": 1024, "height": 900}, nil},
+		{"WebDriver:SetWindowRect", map[string]any{"width": windowWidth, "height": windowHeight}, nil},
 		{"WebDriver:GetWindowHandle", nil, &b.home},
 	}
 	for _, s := range steps {
@@ -145,7 +146,24 @@ func startFirefox(t *testing.T, path string) browser {
 		}
 	}
 	t.Logf("Firefox %s started in %v", session.Capabilities.Version, time.Since(start).Round(time.Millisecond))
+	if major, _, _ := strings.Cut(session.Capabilities.Version, "."); atoiOr0(major) < oldestFirefox {
+		t.Skipf("Firefox %s is older than the oldest these tests support (ESR %d): install firefox-esr after apt-get update", session.Capabilities.Version, oldestFirefox)
+	}
 	return b
+}
+
+// oldestFirefox is the oldest Firefox ESR the tests drive: 140, which
+// Debian bookworm's main archive still carries. Its Marionette takes
+// WebAuthn:AddCredential's credential flat (see addCredential); 153 (in
+// bookworm-security) nests it.
+const oldestFirefox = 140
+
+func atoiOr0(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // call runs a Marionette command, bounded by commandTimeout and by the
@@ -329,22 +347,65 @@ func (p *firefoxPage) credentials() ([]credential, error) {
 	return creds, nil
 }
 
+// addCredential adds c to the page's virtual authenticator. Firefox 153
+// takes the credential nested under "credentials"; ESR 140 takes its
+// members at the top level and answers the nested form with "Expected
+// \"credentialId\" to be a string": that answer is retried flat.
 func (p *firefoxPage) addCredential(c credential) error {
+	fc := firefoxCredential{
+		CredentialID:         b64(c.ID),
+		IsResidentCredential: c.Resident,
+		RPID:                 c.RPID,
+		PrivateKey:           b64(c.PrivateKey),
+		UserHandle:           b64(c.UserHandle),
+		SignCount:            c.SignCount,
+	}
+	err := p.b.call("WebAuthn:AddCredential", map[string]any{"authenticatorId": p.auth, "credentials": fc}, nil)
+	if err == nil || !strings.Contains(err.Error(), `"credentialId" to be a string`) {
+		return err
+	}
 	return p.b.call("WebAuthn:AddCredential", map[string]any{
-		"authenticatorId": p.auth,
-		"credentials": firefoxCredential{
-			CredentialID:         b64(c.ID),
-			IsResidentCredential: c.Resident,
-			RPID:                 c.RPID,
-			PrivateKey:           b64(c.PrivateKey),
-			UserHandle:           b64(c.UserHandle),
-			SignCount:            c.SignCount,
-		},
+		"authenticatorId":      p.auth,
+		"credentialId":         fc.CredentialID,
+		"isResidentCredential": fc.IsResidentCredential,
+		"rpId":                 fc.RPID,
+		"privateKey":           fc.PrivateKey,
+		"userHandle":           fc.UserHandle,
+		"signCount":            fc.SignCount,
 	}, nil)
 }
 
 func (p *firefoxPage) setUserVerified(ok bool) error {
 	return p.b.call("WebAuthn:SetUserVerified", map[string]any{"authenticatorId": p.auth, "isUserVerified": ok}, nil)
+}
+
+// press performs the key with WebDriver's key actions: trusted events,
+// with their default actions (Tab moves the focus, Enter activates).
+func (p *firefoxPage) press(key string) error {
+	const shift = "\ue008"
+	named := map[string]string{"Tab": "\ue004", "Enter": "\ue007", "Escape": "\ue00c"}
+	var down []string
+	switch {
+	case key == "Shift+Tab":
+		down = []string{shift, named["Tab"]}
+	case named[key] != "":
+		down = []string{named[key]}
+	case utf8.RuneCountInString(key) == 1:
+		down = []string{key}
+	default:
+		return fmt.Errorf("press: unknown key %q", key)
+	}
+	var actions []map[string]any
+	for _, k := range down {
+		actions = append(actions, map[string]any{"type": "keyDown", "value": k})
+	}
+	for i := len(down) - 1; i >= 0; i-- {
+		actions = append(actions, map[string]any{"type": "keyUp", "value": down[i]})
+	}
+	err := p.b.call("WebDriver:PerformActions", map[string]any{
+		"actions": []map[string]any{{"type": "key", "id": "keyboard", "actions": actions}},
+	}, nil)
+	return errors.Join(err, p.b.call("WebDriver:ReleaseActions", nil, nil))
 }
 
 // logs returns what Firefox printed since the page opened: the page's

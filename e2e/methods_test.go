@@ -23,10 +23,11 @@ func (e *env) signUpWithPassword(name, password string) {
 	e.waitFor(`document.body && document.body.dataset.page === "account"`)
 }
 
-// enterSecret types secret into the open dialog's field and confirms.
+// enterSecret types secret into the open dialog's field and confirms, once
+// the field takes input (not while a secret is being checked).
 func (e *env) enterSecret(secret string) {
 	e.t.Helper()
-	e.waitFor(`document.querySelector(` + fmt.Sprintf("%q", secretField) + `) !== null && !document.querySelector(` + fmt.Sprintf("%q", secretField) + `).disabled`)
+	e.waitFor(fmt.Sprintf(`(() => { const f = document.querySelector(%q); return f !== null && !f.disabled && !f.readOnly; })()`, secretField))
 	e.fill(secretField, secret)
 	e.click("dialog.stepup-confirm[open] .stepup-confirm-ok")
 }

@@ -23,6 +23,21 @@ import (
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
+// What a client of stepup sees and the tests rely on: the error codes of
+// the HTTP contract, and stepup's defaults (unexported there).
+const (
+	codeChallengeExpired         = "challenge_expired"
+	codeReauthenticationRequired = "reauthentication_required"
+	codeServiceUnavailable       = "service_unavailable"
+	codeTooManyAttempts          = "too_many_attempts"
+	codeVerificationFailed       = "verification_failed"
+
+	defaultSessionName   = "stepup"
+	defaultMaxStepUps    = 10
+	defaultStepUpWindow  = time.Minute
+	defaultFailureWindow = 15 * time.Minute
+)
+
 // The relying party of the tests. The origin is what the software
 // authenticator writes into client data; it need not be a server's address.
 const (
@@ -79,21 +94,26 @@ type instance struct {
 	URL string
 }
 
-// instance starts another instance of a.
-func (a *app) instance() *instance {
+// instance starts another instance of a; opts change its Config (such as
+// its clock).
+func (a *app) instance(opts ...func(*stepup.Config)) *instance {
 	t := a.t
 	t.Helper()
 	wa, err := webauthn.New(&webauthn.Config{RPID: testRPID, RPDisplayName: "Test", RPOrigins: []string{testOrigin}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	su, err := stepup.New(stepup.Config{
+	cfg := stepup.Config{
 		WebAuthn: wa,
 		Store:    a.newStore(),
 		Users:    a.users,
 		Registry: a.newReg(),
 		Logger:   slog.New(slog.NewJSONHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	su, err := stepup.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +125,13 @@ func (a *app) instance() *instance {
 		io.WriteString(w, "done")
 	})
 	mux.Handle("/sensitive", su.RequireRecentReauth(gateMaxAge)(sensitive))
-	// A single-use gate: it consumes the grant in the registry.
+	// A single-use gate: it marks the grant used in the registry.
 	mux.Handle("/once", su.RequireRecentReauth(gateMaxAge, stepup.Once())(sensitive))
+	// A gate bound to the operation in the request body.
+	mux.Handle("/bound", su.RequireRecentReauth(gateMaxAge, stepup.Bind(func(r *http.Request) ([]byte, string, error) {
+		b, err := io.ReadAll(r.Body)
+		return b, "transfer " + string(b), err
+	}))(sensitive))
 	mux.HandleFunc("POST /revoke", func(w http.ResponseWriter, r *http.Request) {
 		if err := su.Revoke(w, r); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -137,7 +162,7 @@ var loopback = &url.URL{Scheme: "http", Host: "127.0.0.1", Path: "/"}
 func (a *app) stepupCookie(c *http.Client) string {
 	a.t.Helper()
 	for _, ck := range c.Jar.Cookies(loopback) {
-		if ck.Name == stepup.DefaultSessionName {
+		if ck.Name == defaultSessionName {
 			return ck.Value
 		}
 	}
@@ -146,7 +171,7 @@ func (a *app) stepupCookie(c *http.Client) string {
 }
 
 func (a *app) setStepupCookie(c *http.Client, v string) {
-	c.Jar.SetCookies(loopback, []*http.Cookie{{Name: stepup.DefaultSessionName, Value: v, Path: "/"}})
+	c.Jar.SetCookies(loopback, []*http.Cookie{{Name: defaultSessionName, Value: v, Path: "/"}})
 }
 
 // copyClient returns a new browser holding only c's cookies as they are now.
@@ -256,7 +281,7 @@ func (i *instance) expectNoGrant(c *http.Client) {
 	t := i.app.t
 	t.Helper()
 	before := i.app.handled.Load()
-	if r := i.post(c, "/sensitive", nil); r.status != http.StatusForbidden || r.code() != stepup.CodeReauthenticationRequired {
+	if r := i.post(c, "/sensitive", nil); r.status != http.StatusForbidden || r.code() != codeReauthenticationRequired {
 		t.Fatalf("gate on %s: got %d %s, want 403 reauthentication_required (a grant was given)", i.URL, r.status, r.raw)
 	}
 	if i.app.handled.Load() != before {

@@ -2,7 +2,6 @@ package redisstore_test
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
@@ -150,12 +149,22 @@ func (c *redisCluster) client(t testing.TB) *redis.ClusterClient {
 	return cc
 }
 
-// userKeys returns the registry keys of one user, as stepup makes them: a
-// hash tag of the user's handle in base64url.
-func userKeys(handle string) (consumed, count, mark string) {
-	tag := base64.RawURLEncoding.EncodeToString([]byte(handle))
-	p := "stepup:{" + tag + "}:"
-	return p + "challenge:abc", p + "fail", p + "revoked"
+// userKeys returns registry keys of one user as stepup makes them (see
+// keys.go in stepup): a hash tag of the user's handle in base64url, then the
+// kind.
+func userKeys(handle string) (challenge, count, epoch string) {
+	p := "stepup:{" + b64(handle) + "}:"
+	return p + "challenge:q83vEjRWeJCrze8SNFZ4kA", p + "fail", p + "epoch"
+}
+
+// oneUserUpdate is an update as stepup makes them: ops on several keys of
+// one user.
+func oneUserUpdate(challenge, count, epoch string) []stepup.Op {
+	return []stepup.Op{
+		{Kind: stepup.OpPut, Key: challenge, Value: 1, TTL: time.Minute},
+		{Kind: stepup.OpTake, Key: count, Limit: 5, TTL: time.Minute},
+		{Kind: stepup.OpInit, Key: epoch, Value: -7, TTL: time.Minute},
+	}
 }
 
 func TestClusterSpreadsUsersOverEveryMaster(t *testing.T) {
@@ -166,23 +175,19 @@ func TestClusterSpreadsUsersOverEveryMaster(t *testing.T) {
 	p := prefix(t)
 	r := redisstore.New(cc, redisstore.WithKeyPrefix(p))
 
-	// Keys of many users: each user's keys share one slot, and the users
-	// spread over all three masters.
+	// Keys of many users, each user's written by one Update: each user's
+	// keys share one slot, and the users spread over all three masters.
 	const users = 64
 	var all []string
 	for u := range users {
-		consumed, count, mark := userKeys("user-" + strconv.Itoa(u))
-		if ok, err := r.Consume(ctx, consumed, time.Minute); !ok || err != nil {
-			t.Fatalf("Consume: %v %v", ok, err)
-		}
-		if ok, _, err := r.Take(ctx, count, 5, time.Minute); !ok || err != nil {
-			t.Fatalf("Take: %v %v", ok, err)
-		}
-		if err := r.Mark(ctx, mark, 7, time.Minute); err != nil {
-			t.Fatal(err)
+		challenge, count, epoch := userKeys("user-" + strconv.Itoa(u))
+		ops := oneUserUpdate(challenge, count, epoch)
+		res := make([]stepup.Result, len(ops))
+		if failed, err := r.Update(ctx, ops, res); failed != -1 || err != nil {
+			t.Fatalf("Update of one user's keys: %d %v", failed, err)
 		}
 		var slots []int64
-		for _, k := range []string{consumed, count, mark} {
+		for _, k := range []string{challenge, count, epoch} {
 			slot, err := cc.ClusterKeySlot(ctx, p+k).Result()
 			if err != nil {
 				t.Fatal(err)
@@ -193,8 +198,9 @@ func TestClusterSpreadsUsersOverEveryMaster(t *testing.T) {
 		if slots[0] != slots[1] || slots[1] != slots[2] {
 			t.Fatalf("the keys of one user are in slots %v, want one slot", slots)
 		}
-		if v, err := r.Lookup(ctx, consumed, count, mark); err != nil || v[0] != 1 || v[1] != 1 || v[2] != 7 {
-			t.Fatalf("Lookup of one user's keys: %v %v, want [1 1 7]", v, err)
+		get := []stepup.Op{{Kind: stepup.OpGet, Key: challenge}, {Kind: stepup.OpGet, Key: count}, {Kind: stepup.OpGet, Key: epoch}}
+		if failed, err := r.Update(ctx, get, res); failed != -1 || err != nil || res[0].Value != 1 || res[1].Value != 1 || res[2].Value != -7 {
+			t.Fatalf("reading one user's keys: %d %v %v, want 1 1 -7", failed, err, res)
 		}
 	}
 
@@ -229,7 +235,7 @@ func TestClusterSpreadsUsersOverEveryMaster(t *testing.T) {
 	}
 }
 
-func TestClusterLookupAcrossTagsFails(t *testing.T) {
+func TestClusterUpdateAcrossTagsFails(t *testing.T) {
 	t.Parallel()
 	c := sharedCluster(t)
 	ctx := t.Context()
@@ -238,39 +244,43 @@ func TestClusterLookupAcrossTagsFails(t *testing.T) {
 	r := redisstore.New(cc, redisstore.WithKeyPrefix(p))
 
 	// Two users whose keys live on different masters.
-	a, _, _ := userKeys("alice")
-	if ok, err := r.Consume(ctx, a, time.Minute); !ok || err != nil {
-		t.Fatalf("Consume: %v %v", ok, err)
+	put := func(key string) {
+		t.Helper()
+		res := make([]stepup.Result, 1)
+		if failed, err := r.Update(ctx, []stepup.Op{{Kind: stepup.OpPut, Key: key, Value: 1, TTL: time.Minute}}, res); failed != -1 || err != nil {
+			t.Fatalf("Put %s: %d %v", key, failed, err)
+		}
 	}
+	a, _, _ := userKeys("alice")
+	put(a)
 	var b string
 	for u := 0; b == ""; u++ {
 		k, _, _ := userKeys("user-" + strconv.Itoa(u))
-		if ok, err := r.Consume(ctx, k, time.Minute); !ok || err != nil {
-			t.Fatalf("Consume: %v %v", ok, err)
-		}
+		put(k)
 		if c.holder(t, p+k) != c.holder(t, p+a) {
 			b = k
 		}
 	}
-	if v, err := r.Lookup(ctx, a, b); !errors.Is(err, redisstore.ErrCrossSlot) {
-		t.Fatalf("Lookup of two users' keys: %v %v, want ErrCrossSlot", v, err)
+	res := make([]stepup.Result, 2)
+	ops := []stepup.Op{{Kind: stepup.OpPut, Key: a, Value: 2, TTL: time.Minute}, {Kind: stepup.OpPut, Key: b, Value: 2, TTL: time.Minute}}
+	if failed, err := r.Update(ctx, ops, res); !errors.Is(err, redisstore.ErrCrossSlot) {
+		t.Fatalf("Update of two users' keys: %d %v, want ErrCrossSlot", failed, err)
 	}
-	// Each on its own is fine.
+	// Nothing was written, and each on its own is fine.
 	for _, k := range []string{a, b} {
-		if v, err := r.Lookup(ctx, k); err != nil || v[0] != 1 {
-			t.Fatalf("Lookup %s: %v %v", k, v, err)
+		res := make([]stepup.Result, 1)
+		if failed, err := r.Update(ctx, []stepup.Op{{Kind: stepup.OpGet, Key: k}}, res); failed != -1 || err != nil || res[0].Value != 1 {
+			t.Fatalf("Get %s: %d %v %v, want 1", k, failed, err, res)
 		}
 	}
-	// What Redis itself does with such a command: every node refuses it.
-	// (go-redis v9.23's cluster client sends it to one node, which refuses
-	// it too; ErrCrossSlot does not depend on that.)
+	// What Redis itself does with a script on two slots: every node
+	// refuses it.
 	for _, s := range c.nodes {
-		err := s.client(t).MGet(ctx, p+a, p+b).Err()
+		err := s.client(t).Eval(ctx, "return 1", []string{p + a, p + b}).Err()
 		if err == nil || !strings.HasPrefix(err.Error(), "CROSSSLOT") {
-			t.Errorf("MGET of two slots on node %s: %v, want CROSSSLOT", s.addr, err)
+			t.Errorf("EVAL on two slots on node %s: %v, want CROSSSLOT", s.addr, err)
 		}
 	}
-	t.Logf("MGET of two slots through the cluster client: %v", cc.MGet(ctx, p+a, p+b).Err())
 }
 
 // holder returns the address of the master that holds key, asking each
@@ -284,16 +294,4 @@ func (c *redisCluster) holder(t *testing.T, key string) string {
 	}
 	t.Fatalf("no master holds %s", key)
 	return ""
-}
-
-// newClusterApp is newApp with its registry on the shared cluster, through
-// a cluster client of each instance's own.
-func newClusterApp(t *testing.T) *app {
-	t.Helper()
-	c, p := sharedCluster(t), prefix(t)
-	a := newApp(t, nil)
-	a.newReg = func() stepup.Registry {
-		return redisstore.New(c.client(t), redisstore.WithKeyPrefix(p))
-	}
-	return a
 }

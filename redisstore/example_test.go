@@ -68,9 +68,9 @@ func Example_cluster() {
 		MaxRetries:   1,
 	})
 	defer client.Close()
-	// Instances whose clocks may differ by up to 30 s (the default margin
-	// is a minute).
-	reg := redisstore.New(client, redisstore.WithKeyPrefix("app:"), redisstore.WithClockSkew(30*time.Second))
+	// Every instance gets the same prefix. No margin for clock skew is
+	// needed: Redis measures every expiry itself.
+	reg := redisstore.New(client, redisstore.WithKeyPrefix("app:"))
 	_ = stepup.Config{Registry: reg /* and WebAuthn, Store, Users as above */}
 }
 

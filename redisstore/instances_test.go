@@ -1,7 +1,6 @@
 package redisstore_test
 
 import (
-	"encoding/base64"
 	"errors"
 	"net/http"
 	"strconv"
@@ -19,7 +18,7 @@ import (
 // registry. Each test's instances have a cookie session store unless it says
 // otherwise.
 
-const causeReplayed = "challenge already used (replayed session)"
+const causeReplayed = "challenge already used or expired (replayed session)"
 
 // backends are the Redis deployments the scenarios of several instances run
 // on: a single server, and the three-master cluster.
@@ -29,6 +28,18 @@ var backends = []struct {
 }{
 	{"redis", func(t *testing.T) *app { return newApp(t, sharedRedis(t)) }},
 	{"cluster", newClusterApp},
+}
+
+// newClusterApp is newApp with its registry on the shared cluster, through
+// a cluster client of each instance's own.
+func newClusterApp(t *testing.T) *app {
+	t.Helper()
+	c, p := sharedCluster(t), prefix(t)
+	a := newApp(t, nil)
+	a.newReg = func() stepup.Registry {
+		return redisstore.New(c.client(t), redisstore.WithKeyPrefix(p))
+	}
+	return a
 }
 
 func TestAcrossInstancesOptionsOnOneVerifyOnOtherPass(t *testing.T) {
@@ -68,7 +79,7 @@ func TestReplayOnSecondInstanceReject(t *testing.T) {
 			// The kept cookie and the same assertion, on either instance.
 			for _, i := range []*instance{two, one} {
 				a.setStepupCookie(c, kept)
-				expectError(t, i.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				expectError(t, i.verify(c, as), http.StatusBadRequest, codeChallengeExpired)
 				one.expectNoGrant(c)
 				two.expectNoGrant(c)
 			}
@@ -101,7 +112,7 @@ func TestStaleCookieCannotReviveAnyTabAcrossInstancesReject(t *testing.T) {
 			// Each replay is a failed attempt: three stay under the limit of five.
 			for k, as := range tabs {
 				a.setStepupCookie(c, stale)
-				expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+				expectError(t, insts[k%2].verify(c, as), http.StatusBadRequest, codeChallengeExpired)
 				insts[0].expectNoGrant(c)
 				insts[1].expectNoGrant(c)
 			}
@@ -136,7 +147,7 @@ func TestConcurrentVerifyOfOneAssertionOneWins(t *testing.T) {
 					switch {
 					case err == nil:
 						statuses[k] = http.StatusOK
-					case errors.As(err, &he) && (he.Code == stepup.CodeChallengeExpired || he.Code == stepup.CodeTooManyAttempts):
+					case errors.As(err, &he) && (he.Code == codeChallengeExpired || he.Code == codeTooManyAttempts):
 						// Each attempt takes a unit of the user's limits
 						// before anything is checked, and a replay keeps
 						// its failure: past the limits the rest are
@@ -166,8 +177,8 @@ func TestConcurrentVerifyOfOneAssertionOneWins(t *testing.T) {
 			// The step-up limit is never given back here: of the 16, at
 			// most 10 got a unit and were checked, on both instances
 			// together.
-			if checked > stepup.DefaultMaxStepUps {
-				t.Fatalf("%d of %d concurrent verifies were checked, over the step-up limit of %d: %v", checked, n, stepup.DefaultMaxStepUps, statuses)
+			if checked > defaultMaxStepUps {
+				t.Fatalf("%d of %d concurrent verifies were checked, over the step-up limit of %d: %v", checked, n, defaultMaxStepUps, statuses)
 			}
 		})
 	}
@@ -184,7 +195,7 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 			fail := func(i *instance) {
 				t.Helper()
 				r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
-				expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
+				expectError(t, r, http.StatusBadRequest, codeVerificationFailed)
 			}
 
 			// A success resets the count: four failures, a success, four more.
@@ -201,17 +212,17 @@ func TestRateLimitSharedAcrossInstances(t *testing.T) {
 			var retry []int
 			for _, i := range insts {
 				r := i.post(c, "/api/reauth/options", nil)
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				if len(r.header.Values("Set-Cookie")) != 0 {
 					t.Errorf("a refused options call started a ceremony: %q", r.header.Values("Set-Cookie"))
 				}
 				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-				if err != nil || secs < 1 || secs > int(stepup.DefaultFailureWindow.Seconds()) {
+				if err != nil || secs < 1 || secs > int(defaultFailureWindow.Seconds()) {
 					t.Fatalf("Retry-After %q, want 1 to 900 seconds", r.header.Get("Retry-After"))
 				}
 				retry = append(retry, secs)
 				r = i.verify(c, []byte(`{}`))
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				if r.header.Get("Retry-After") == "" {
 					t.Error("verify's 429 has no Retry-After")
 				}
@@ -245,19 +256,23 @@ func TestStepUpLimitSharedAcrossInstances(t *testing.T) {
 			a := b.newApp(t)
 			insts := []*instance{a.instance(), a.instance()}
 			c := a.client("alice")
-			// Every verify takes a unit of the step-up limit, successful
-			// or not, whichever instance it reaches.
-			for k := range stepup.DefaultMaxStepUps {
+			// Every ceremony takes a unit of the step-up limit when its
+			// options are issued, whichever instance issues them.
+			for k := range defaultMaxStepUps - 1 {
 				insts[k%2].reauth(c)
 			}
+			last := a.sign(insts[1].options(c)) // the tenth unit
 			for _, i := range insts {
 				r := i.post(c, "/api/reauth/options", nil)
-				expectError(t, r, http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+				expectError(t, r, http.StatusTooManyRequests, codeTooManyAttempts)
 				secs, err := strconv.Atoi(r.header.Get("Retry-After"))
-				if err != nil || secs < 1 || secs > int(stepup.DefaultStepUpWindow.Seconds()) {
+				if err != nil || secs < 1 || secs > int(defaultStepUpWindow.Seconds()) {
 					t.Fatalf("Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
 				}
-				expectError(t, i.verify(c, []byte(`{}`)), http.StatusTooManyRequests, stepup.CodeTooManyAttempts)
+			}
+			// The ceremony that holds the last unit still finishes.
+			if r := insts[0].verify(c, last); r.status != http.StatusOK {
+				t.Fatalf("verify of the ceremony holding the last unit: %d %s", r.status, r.raw)
 			}
 			for _, ev := range a.events(stepup.EventRateLimited) {
 				if ev["limit"] != "step-ups" {
@@ -285,7 +300,7 @@ func TestRevokeAcrossInstances(t *testing.T) {
 			two.expectGrant(older)
 			two.revoke(c)
 			// The older copy opens no gate, on either instance: the
-			// revocation is a Mark in the shared registry.
+			// session's revocation state in the shared registry was replaced.
 			one.expectNoGrant(older)
 			two.expectNoGrant(older)
 
@@ -356,17 +371,19 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	c := a.client("alice")
 	one.reauth(c)
 	as := a.sign(one.options(c)) // a second ceremony, under way
+	d := a.client("alice")       // another browser of hers
+	asD := a.sign(two.options(d))
 
 	srv.stop()
-	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-	// Every gate reads the registry (was the grant used or revoked since
-	// this copy of the cookie was made?), so the plain gate fails closed
-	// too, and the single-use one cannot record the use.
+	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, codeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
+	// Every gate reads the registry (is the grant recorded, and its
+	// revocation states unchanged?), so the plain gate fails closed too,
+	// and the single-use gate cannot record the use.
 	before := a.handled.Load()
 	for _, i := range []*instance{one, two} {
-		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
-		expectError(t, i.post(c, "/once", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+		expectError(t, i.post(c, "/sensitive", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
+		expectError(t, i.post(c, "/once", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	}
 	if a.handled.Load() != before {
 		t.Fatal("a gate ran its handler without Redis")
@@ -378,14 +395,18 @@ func TestRedisDownFailsClosedAndRecovers(t *testing.T) {
 	if err := srv.start(); err != nil {
 		t.Fatal(err)
 	}
-	// The grant made before opens the plain gate again, the attempt the
-	// outage refused (before it took anything) can be made again, the
-	// single-use gate works, and a new ceremony too.
-	one.expectGrant(c)
-	two.expectGrant(c)
-	if r := two.verify(c, as); r.status != http.StatusOK {
-		t.Fatalf("verify after Redis is back: %d %s", r.status, r.raw)
+	// The server came back empty (no persistence). What it forgot fails
+	// closed: the grant made before opens no gate (its record is gone),
+	// and a challenge issued before cannot be answered.
+	one.expectNoGrant(c)
+	two.expectNoGrant(c)
+	expectError(t, one.verify(d, asD), http.StatusBadRequest, codeChallengeExpired)
+	if n := a.countCause(causeReplayed); n != 1 {
+		t.Errorf("%d verifies refused for a challenge the registry does not hold, want 1", n)
 	}
+	// A new ceremony works, and so does the single-use gate.
+	one.reauth(c)
+	two.expectGrant(c)
 	if r := one.post(c, "/once", nil); r.status != http.StatusOK {
 		t.Fatalf("single-use gate after Redis is back: %d %s", r.status, r.raw)
 	}
@@ -400,7 +421,7 @@ func TestRedisDownBeforeAnyGrantFailsClosed(t *testing.T) {
 	a.newReg = func() stepup.Registry { return redisstore.New(newClient(t, deadAddr(t))) }
 	one := a.instance()
 	c := a.client("alice")
-	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
 	// The gate still answers, with a refusal, not a 500.
 	one.expectNoGrant(c)
 }
@@ -410,9 +431,6 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	srv := newRedis(t)
 	admin := srv.client(t)
 	ctx := t.Context()
-	// The application's Redis user may read every key and write the
-	// per-user counts, but not a consumed challenge: the limits work, and
-	// Consume, the single-use check itself, fails.
 	setUser := func(rules ...any) {
 		t.Helper()
 		args := append([]any{"ACL", "SETUSER", "app", "on", ">app-secret", "resetkeys", "+@all"}, rules...)
@@ -420,7 +438,10 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setUser("%R~*", "~*:fail", "~*:stepups")
+	// The application's Redis user may write every key but the grants':
+	// options and the claim of the challenge work, and recording the grant
+	// fails, after the signature was checked.
+	setUser("~*:fail", "~*:stepups", "~*:epoch", "~*:session:*", "~*:challenge:*", "~*:counter:*")
 	a := newApp(t, srv)
 	a.newReg = func() stepup.Registry {
 		return redisstore.New(newClient(t, srv.addr, func(o *redis.Options) {
@@ -429,41 +450,52 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	}
 	one, two := a.instance(), a.instance()
 	c := a.client("alice")
+	fail, stepups := "stepup:{"+b64("handle-alice")+"}:fail", "stepup:{"+b64("handle-alice")+"}:stepups"
 	as := a.sign(one.options(c))
-	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, two.verify(c, as), http.StatusServiceUnavailable, codeServiceUnavailable)
 	one.expectNoGrant(c)
 	two.expectNoGrant(c)
 	if n := storeFailures(a, "registry"); n != 1 {
 		t.Errorf("%d store_failed events for the registry, want 1: %s", n, a.log)
 	}
-	for _, k := range []string{"fail", "stepups"} {
-		if n := admin.Get(ctx, "stepup:{"+b64("handle-alice")+"}:"+k).Val(); n != "0" {
-			t.Errorf("%s count %q after a fault of ours, want it given back to 0", k, n)
-		}
+	// A fault of ours does not count against the user: the unit of the
+	// failure limit the claim took is given back.
+	if n := admin.Get(ctx, fail).Val(); n != "0" {
+		t.Errorf("failure count %q after a fault of ours, want it given back to 0", n)
 	}
 
-	// A user who may write nothing: the verify fails before it checks
-	// anything, when it takes its unit of the limits.
+	// A user who may write nothing: options fail before they take
+	// anything (an update is applied whole or not at all).
 	setUser("%R~*")
-	expectError(t, one.verify(c, a.sign(two.options(c))), http.StatusServiceUnavailable, stepup.CodeServiceUnavailable)
+	expectError(t, one.post(c, "/api/reauth/options", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
+	if n := admin.Get(ctx, stepups).Val(); n != "1" {
+		t.Errorf("step-up count %q after refused options, want the 1 of the first ceremony", n)
+	}
 	if n := storeFailures(a, "registry"); n != 2 {
 		t.Errorf("%d store_failed events for the registry, want 2: %s", n, a.log)
 	}
 
 	setUser("~*")
-	// A fault of ours does not count against the user: four failures of
-	// hers and she may still try.
+	// Four failures of hers and she may still try: with the unit of our
+	// fault kept, the fifth attempt would be refused.
 	for k := range 4 {
 		i := []*instance{one, two}[k%2]
 		r := i.verify(c, a.sign(i.options(c), stepuptest.WithBadSignature()))
-		expectError(t, r, http.StatusBadRequest, stepup.CodeVerificationFailed)
+		expectError(t, r, http.StatusBadRequest, codeVerificationFailed)
 	}
 	one.reauth(c)
 	two.expectGrant(c)
+	// A gate only reads, and fails closed all the same for a user who may
+	// only read: Redis checks a script's keys for reading and writing.
+	setUser("%R~*")
+	before := a.handled.Load()
+	expectError(t, two.post(c, "/sensitive", nil), http.StatusServiceUnavailable, codeServiceUnavailable)
+	if a.handled.Load() != before {
+		t.Fatal("the gate ran its handler")
+	}
+	setUser("~*")
+	one.expectGrant(c)
 }
-
-// b64 is how stepup writes a user handle in a registry key's hash tag.
-func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 // storeFailures counts the store_failed events of the given store.
 func storeFailures(a *app, store string) int {

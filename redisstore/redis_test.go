@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
@@ -287,3 +288,6 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// b64 is how stepup writes a user handle in a registry key's hash tag.
+func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }

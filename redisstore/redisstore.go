@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -14,47 +13,32 @@ import (
 	"github.com/passkey-stepup/stepup"
 )
 
-// ErrBadTTL is returned by [Registry.Consume], [Registry.Take] and
-// [Registry.Mark] for a ttl or window that is not positive: Redis would keep
-// such a key forever, or not at all.
-var ErrBadTTL = errors.New("redisstore: ttl and window must be positive")
-
-// ErrCrossSlot is returned by [Registry.Lookup] for keys that do not all have
-// the same hash tag. stepup never makes such a Lookup (all the keys of one
-// Lookup belong to one user); it is refused on every deployment, before
+// ErrCrossSlot is returned by [Registry.Update] for ops whose keys do not all
+// have the same hash tag. stepup never makes such an Update (all the keys of
+// one Update belong to one user); it is refused on every deployment, before
 // Redis is asked, so that a mistake shows on a single server as it would on
 // a cluster, where the keys may live on different nodes.
-var ErrCrossSlot = errors.New("redisstore: lookup keys do not share one hash tag")
-
-// DefaultClockSkew is the margin [New] adds to the TTLs of consumed keys and
-// marks unless [WithClockSkew] says otherwise.
-const DefaultClockSkew = time.Minute
+var ErrCrossSlot = errors.New("redisstore: update keys do not share one hash tag")
 
 // Registry is a [stepup.Registry] kept in Redis, for every instance of an
-// application behind a load balancer to share. Each operation is one atomic
-// Redis command or script on one key (Lookup: on keys of one hash tag), so
-// the guarantees hold across instances and on Redis Cluster:
+// application behind a load balancer to share. Each [Registry.Update] is one
+// Lua script run with EVALSHA (EVAL once after the script cache was
+// flushed): one round trip, atomic across any number of instances and
+// clients, on a single server and on Redis Cluster (the keys of one Update
+// share a hash tag, so they live in one slot).
 //
-//   - Consume is SET key 1 NX PX ttl+skew: of concurrent calls with one key,
-//     on any number of instances, exactly one gets true.
-//   - Take is one Lua script: the first Take creates the count at 1 with the
-//     window as its expiry; later ones add one while the count is under the
-//     limit and otherwise refuse without counting. Never more than limit
-//     calls get true in one window, and no call extends the window.
-//   - Give is one Lua script: DECR only when the key exists and holds more
-//     than zero. It never creates a key.
-//   - Count is one Lua script that only reads (GET and PTTL), Reset a DEL.
-//   - Mark is one Lua script that keeps the greater value and the later
-//     expiry, ttl+skew.
-//   - Lookup is one MGET.
+// Keys hold decimal int64 strings with a PX expiry. Every expiry is a
+// duration that Redis measures from the moment the script runs, never a time
+// on an instance's clock: single use and revocation do not depend on the
+// clocks of the instances, and no margin for clock skew is needed.
 //
-// Every Redis error (unreachable server, timeout, refused write) is returned,
-// wrapped, and stepup then answers 503 service_unavailable and grants
-// nothing: the registry fails closed. It is safe for concurrent use.
+// Every Redis error (unreachable server, timeout, refused write, a value
+// that is not an integer) is returned, wrapped, and stepup then answers 503
+// service_unavailable and grants nothing: the registry fails closed. It is
+// safe for concurrent use. It needs Redis 7.0 or later.
 type Registry struct {
 	client redis.UniversalClient
 	prefix string
-	skewMS int64 // the clock-skew margin in milliseconds
 }
 
 var _ stepup.Registry = (*Registry)(nil)
@@ -75,27 +59,6 @@ func WithKeyPrefix(prefix string) Option {
 	return func(r *Registry) { r.prefix = prefix }
 }
 
-// WithClockSkew sets the margin added to the TTL of every consumed key and
-// every mark, to cover the difference between the clocks of the instances
-// that share the registry. Default [DefaultClockSkew], one minute.
-//
-// stepup computes those TTLs on the calling instance's clock, from times it
-// wrote into a cookie: a challenge or grant is consumed until it expires, a
-// mark (such as a revocation) is kept while a grant it refers to may still
-// be used. Another instance whose clock runs behind by d still takes the
-// challenge or grant for valid for d after the key is gone, and would accept
-// it again. With the margin, that cannot happen while the clocks of all
-// instances agree within d. Use 0 only for a single instance, or clocks
-// known to agree to well under a second. Take windows get no margin: a
-// window is a length measured by Redis from the first Take, on no
-// instance's clock. WithClockSkew panics if d is negative.
-func WithClockSkew(d time.Duration) Option {
-	if d < 0 {
-		panic("redisstore: WithClockSkew expects d >= 0")
-	}
-	return func(r *Registry) { r.skewMS = ceilMillis(d) }
-}
-
 // New returns a Registry that keeps its keys in Redis through client, which
 // may be a *redis.Client, a *redis.ClusterClient or a failover client. The
 // client is the caller's to configure (timeouts, retries, TLS) and to close.
@@ -104,38 +67,238 @@ func New(client redis.UniversalClient, opts ...Option) *Registry {
 	if client == nil {
 		panic("redisstore: New expects a non-nil client")
 	}
-	r := &Registry{client: client, skewMS: ceilMillis(DefaultClockSkew)}
+	r := &Registry{client: client}
 	for _, o := range opts {
 		o(r)
 	}
 	return r
 }
 
-// Consume implements [stepup.Registry] with SET key 1 NX PX, for ttl plus
-// the clock-skew margin. ttl is rounded up to whole milliseconds; a ttl that
-// is not positive is refused with [ErrBadTTL].
-func (r *Registry) Consume(ctx context.Context, key string, ttl time.Duration) (bool, error) {
-	ms, err := r.withSkew(ttl)
-	if err != nil {
-		return false, err
-	}
-	err = r.client.Do(ctx, "set", r.prefix+key, "1", "px", ms, "nx").Err()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, redis.Nil): // NX: the key is already there
-		return false, nil
-	default:
-		return false, fmt.Errorf("redisstore: consume: %w", err)
-	}
+// kindNames are the names of the op kinds in the update script.
+var kindNames = [...]string{
+	stepup.OpGet:   "get",
+	stepup.OpTake:  "take",
+	stepup.OpBelow: "below",
+	stepup.OpGive:  "give",
+	stepup.OpPut:   "put",
+	stepup.OpInit:  "init",
+	stepup.OpSwap:  "swap",
 }
 
-// luaInt is shared by the scripts: int returns the number held in a value
-// read with GET, or nil when the value is not an int64 written the way Redis
-// and Go write them (no sign but '-', no leading zero). Lua numbers are
-// doubles, exact only up to 2^53: the number is good for comparing a count
-// with a limit, and values are otherwise compared as strings (see luaCmp)
-// and never rewritten from a number.
+// argsPerOp is how many ARGV each op passes to the update script.
+const argsPerOp = 5
+
+// Update implements [stepup.Registry] with one run of a Lua script (see
+// updateScript) on the keys of ops. The keys must share one hash tag
+// (stepup's keys of one user do): keys with different tags are refused with
+// [ErrCrossSlot], on a single server as on a cluster. TTLs are rounded up to
+// whole milliseconds. A value that is not a decimal int64 is an error, and
+// so is an op that would make a key without a positive TTL.
+func (r *Registry) Update(ctx context.Context, ops []stepup.Op, res []stepup.Result) (int, error) {
+	if len(res) != len(ops) {
+		return -1, fmt.Errorf("redisstore: update: %d results for %d ops", len(res), len(ops))
+	}
+	if len(ops) == 0 {
+		return -1, nil
+	}
+	keys := make([]string, len(ops))
+	args := make([]any, 0, argsPerOp*len(ops))
+	for i, op := range ops {
+		if int(op.Kind) >= len(kindNames) || kindNames[op.Kind] == "" {
+			return -1, fmt.Errorf("redisstore: update: unknown op kind %d", op.Kind)
+		}
+		keys[i] = r.prefix + op.Key
+		if hashTag(keys[i]) != hashTag(keys[0]) {
+			return -1, ErrCrossSlot
+		}
+		args = append(args, kindNames[op.Kind],
+			strconv.FormatInt(op.Value, 10), strconv.FormatInt(op.New, 10), strconv.FormatInt(op.Limit, 10),
+			ceilMillis(op.TTL))
+	}
+	reply, err := updateScript.Run(ctx, r.client, keys, args...).Slice()
+	if err != nil {
+		return -1, fmt.Errorf("redisstore: update: %w", err)
+	}
+	failed, err := readUpdate(reply, res)
+	if err != nil {
+		return -1, fmt.Errorf("redisstore: update: %w", err)
+	}
+	return failed, nil
+}
+
+// readUpdate reads the update script's reply, {failed, value 1, ms left 1,
+// value 2, ...}, into res and returns failed.
+func readUpdate(reply []any, res []stepup.Result) (int, error) {
+	if len(reply) != 1+2*len(res) {
+		return -1, fmt.Errorf("unexpected script reply of %d values for %d ops", len(reply), len(res))
+	}
+	failed, ok := reply[0].(int64)
+	if !ok || failed < -1 || failed >= int64(len(res)) {
+		return -1, fmt.Errorf("unexpected script reply %v", reply[0])
+	}
+	for i := range res {
+		s, ok1 := reply[1+2*i].(string)
+		ms, ok2 := reply[2+2*i].(int64)
+		if !ok1 || !ok2 || ms < 0 {
+			return -1, fmt.Errorf("unexpected script reply %v %v", reply[1+2*i], reply[2+2*i])
+		}
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return -1, fmt.Errorf("value %d of %d is not an integer", i+1, len(res))
+		}
+		res[i] = stepup.Result{Value: v, TTL: time.Duration(ms) * time.Millisecond}
+	}
+	return int(failed), nil
+}
+
+// updateScript applies one Update. KEYS[i] is the key of op i; ARGV holds
+// five values per op: its kind (kindNames), Value, New and Limit as decimal
+// strings, and its TTL in milliseconds (0: none). It returns {failed, then
+// for each op the value (a decimal string, "0" when absent) and the
+// milliseconds left (0 when absent) of its key before the update}, failed
+// being the 0-based index of the first op whose condition fails, or -1.
+//
+// It reads each key once (GET, PTTL), checks every condition against that,
+// and only when all hold applies the ops in order to a copy of the values in
+// the script, then writes each key that changed once: SET with PX when the
+// op set its expiry, SET with KEEPTTL when only the value changed, DEL when
+// it is gone. A key in its last millisecond (PTTL 0) counts as gone, as it
+// is a moment later. A key found without an expiry (stepup makes none; one
+// written by hand, say) counts as expiring now: an op that keeps a key for
+// at least TTL gives it TTL, and a Take gives it its window at once, even
+// when the update fails, so that such a count cannot lock a user out for
+// good; its time left reads 0.
+//
+// Lua numbers are doubles, exact only up to 2^53: values are compared
+// exactly as strings (cmp), counted up and down as strings (inc, dec), and
+// never rewritten from a number. The "#!lua" line (Redis 7.0) makes Redis
+// refuse the whole script up front when it cannot write (out of memory),
+// rather than at its first write; ACL key rules are checked for every key
+// in KEYS before it runs. So an update is applied whole or not at all.
+var updateScript = redis.NewScript(`#!lua
+` + luaInt + luaCmp + luaIncDec + `
+local n = #KEYS
+local st, order = {}, {}
+for i = 1, n do
+	local k = KEYS[i]
+	if not st[k] then
+		local s = {v = false, ttl = 0}
+		local v = redis.call('GET', k)
+		if v then
+			if not int(v) then
+				return redis.error_reply('ERR the value of ' .. k .. ' is not an integer')
+			end
+			s.found = true
+			local left = redis.call('PTTL', k)
+			if left ~= 0 then
+				s.v, s.ttl = v, left
+			end
+		end
+		st[k] = s
+		order[#order + 1] = k
+	end
+end
+for i = 1, n do
+	local s, kind, ttl = st[KEYS[i]], ARGV[5 * i - 4], tonumber(ARGV[5 * i])
+	if kind == 'take' and s.v and s.ttl < 0 and ttl > 0 then
+		redis.call('PEXPIRE', KEYS[i], ttl)
+		s.ttl = ttl
+	end
+end
+
+local out, failed = {}, -1
+for i = 1, n do
+	local s = st[KEYS[i]]
+	local kind, value, new, limit, ttl = ARGV[5 * i - 4], ARGV[5 * i - 3], ARGV[5 * i - 2], ARGV[5 * i - 1], tonumber(ARGV[5 * i])
+	local cur = s.v or '0'
+	out[2 * i], out[2 * i + 1] = cur, math.max(s.ttl, 0)
+	local ok = true
+	if kind == 'take' or kind == 'below' then
+		ok = cmp(cur, limit) < 0
+	elseif kind == 'swap' then
+		ok = cur == value
+	end
+	if not ok and failed < 0 then
+		failed = i - 1
+	end
+	if not s.v and ttl <= 0 and ((kind == 'take' and ok) or kind == 'init' or
+		(kind == 'put' and value ~= '0') or (kind == 'swap' and new ~= '0')) then
+		return redis.error_reply('ERR a new key needs a positive TTL')
+	end
+end
+out[1] = failed
+if failed >= 0 then
+	return out
+end
+
+local function keep(s, ttl)
+	if ttl > 0 and s.ttl < ttl then
+		s.ttl, s.exp = ttl, true
+	end
+end
+local function store(s, v, ttl)
+	if s.v or ttl > 0 then
+		if s.v ~= v then
+			s.v, s.dirty = v, true
+		end
+		keep(s, ttl)
+	end
+end
+for i = 1, n do
+	local s = st[KEYS[i]]
+	local kind, value, new, ttl = ARGV[5 * i - 4], ARGV[5 * i - 3], ARGV[5 * i - 2], tonumber(ARGV[5 * i])
+	if kind == 'take' then
+		if s.v then
+			s.v, s.dirty = inc(s.v), true
+		elseif ttl > 0 then
+			s.v, s.ttl, s.exp, s.dirty = '1', ttl, true, true
+		end
+	elseif kind == 'give' then
+		if s.v and cmp(s.v, '0') > 0 then
+			s.v, s.dirty = dec(s.v), true
+		end
+	elseif kind == 'put' or kind == 'swap' then
+		local v = value
+		if kind == 'swap' then
+			v = new
+		end
+		if v == '0' then
+			if s.v then
+				s.v, s.ttl, s.exp, s.dirty = false, 0, false, true
+			end
+		else
+			store(s, v, ttl)
+		end
+	elseif kind == 'init' then
+		if s.v then
+			keep(s, ttl)
+		else
+			store(s, value, ttl)
+		end
+	end
+end
+for _, k in ipairs(order) do
+	local s = st[k]
+	if s.dirty or s.exp then
+		if not s.v then
+			if s.found then
+				redis.call('DEL', k)
+			end
+		elseif s.exp then
+			redis.call('SET', k, s.v, 'PX', s.ttl)
+		else
+			redis.call('SET', k, s.v, 'KEEPTTL')
+		end
+	end
+end
+return out
+`)
+
+// luaInt defines int(v): the number held in a value read with GET, or nil
+// when the value is not an int64 written the way Redis and Go write them
+// (no sign but '-', no leading zero). The number is exact only up to 2^53:
+// it tells a valid value from another, and values are otherwise compared as
+// strings (see luaCmp).
 const luaInt = `
 local function int(v)
 	if v == '0' then
@@ -150,8 +313,8 @@ local function int(v)
 end
 `
 
-// luaCmp compares two integers written as int accepts them, exactly: -1,
-// 0 or 1.
+// luaCmp defines cmp(a, b): -1, 0 or 1 as a is less than, equal to or
+// greater than b, two integers written as int accepts them, exactly.
 const luaCmp = `
 local function cmp(a, b)
 	if a == b then
@@ -174,235 +337,44 @@ local function cmp(a, b)
 end
 `
 
-// take reserves one unit of a limit, KEYS[1] the count, ARGV[1] the limit,
-// ARGV[2] the window in milliseconds. It returns {1 or 0, ms left}. The
-// window is the key's expiry, set when the key is made and never again. A
-// key in the last millisecond of its window (PTTL 0) counts as gone, as it
-// is a moment later. A count left without an expiry (by hand, say) gets the
-// whole window, so that it cannot lock a user out for good.
-var take = redis.NewScript(luaInt + `
-local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('GET', KEYS[1])
-local n, left = 0, 0
-if v then
-	n = int(v)
-	if not n then
-		return redis.error_reply('value is not an integer')
+// luaIncDec defines inc(v), v plus one, for v below the int64 maximum, and
+// dec(v), v minus one, for v above zero, on decimal strings, exactly.
+const luaIncDec = `
+local function up(d)
+	local i = #d
+	while i > 0 and d:byte(i) == 57 do
+		i = i - 1
 	end
-	left = redis.call('PTTL', KEYS[1])
-	if left < 0 then
-		redis.call('PEXPIRE', KEYS[1], window)
-		left = window
+	if i == 0 then
+		return '1' .. string.rep('0', #d)
 	end
+	return d:sub(1, i - 1) .. string.char(d:byte(i) + 1) .. string.rep('0', #d - i)
 end
-if left == 0 then
-	if limit < 1 then
-		redis.call('SET', KEYS[1], '0', 'PX', window)
-		return {0, window}
+local function down(d)
+	local i = #d
+	while d:byte(i) == 48 do
+		i = i - 1
 	end
-	redis.call('SET', KEYS[1], '1', 'PX', window)
-	return {1, window}
-end
-if n >= limit then
-	return {0, left}
-end
-redis.call('INCR', KEYS[1])
-return {1, left}
-`)
-
-// give hands back one unit: DECR only when KEYS[1] exists and holds more
-// than zero. DECR keeps the key's expiry; a missing key stays missing.
-var give = redis.NewScript(luaInt + `
-local v = redis.call('GET', KEYS[1])
-if not v then
-	return 0
-end
-local n = int(v)
-if not n then
-	return redis.error_reply('value is not an integer')
-end
-if n > 0 then
-	redis.call('DECR', KEYS[1])
-end
-return 0
-`)
-
-// count reads a value and the time left before it expires in one step, so
-// that the key cannot expire between the two reads. It returns {} when there
-// is no key (or it is in its last millisecond, as take sees it), else
-// {value, ms left}, the value as stored; a value without an expiry has 0
-// left.
-var count = redis.NewScript(luaInt + `
-local v = redis.call('GET', KEYS[1])
-if not v then
-	return {}
-end
-if not int(v) then
-	return redis.error_reply('value is not an integer')
-end
-local left = redis.call('PTTL', KEYS[1])
-if left == 0 then
-	return {}
-end
-if left < 0 then
-	left = 0
-end
-return {v, left}
-`)
-
-// mark records ARGV[1] under KEYS[1] for ARGV[2] milliseconds, keeping the
-// greater value and the later expiry of what is there. A value in its last
-// millisecond counts as gone, as in take; one left without an expiry (by
-// hand, say) gets this expiry.
-var mark = redis.NewScript(luaInt + luaCmp + `
-local v, ttl = ARGV[1], tonumber(ARGV[2])
-local old = redis.call('GET', KEYS[1])
-local left = 0
-if old then
-	if not int(old) then
-		return redis.error_reply('value is not an integer')
+	local s = (d:sub(1, i - 1) .. string.char(d:byte(i) - 1) .. string.rep('9', #d - i)):gsub('^0+', '')
+	if s == '' then
+		return '0'
 	end
-	left = redis.call('PTTL', KEYS[1])
+	return s
 end
-if left == 0 then
-	redis.call('SET', KEYS[1], v, 'PX', ttl)
-	return 0
-end
-if cmp(old, v) > 0 then
-	v = old
-end
-if left >= ttl then
-	if v ~= old then
-		redis.call('SET', KEYS[1], v, 'KEEPTTL')
+local function inc(v)
+	if v:sub(1, 1) ~= '-' then
+		return up(v)
 	end
-else
-	redis.call('SET', KEYS[1], v, 'PX', ttl)
+	local m = down(v:sub(2))
+	if m == '0' then
+		return '0'
+	end
+	return '-' .. m
 end
-return 0
-`)
-
-// Take implements [stepup.Registry]. window is rounded up to whole
-// milliseconds, without the clock-skew margin; a window that is not positive
-// is refused with [ErrBadTTL].
-func (r *Registry) Take(ctx context.Context, key string, limit int, window time.Duration) (bool, time.Duration, error) {
-	ms, err := millis(window)
-	if err != nil {
-		return false, 0, err
-	}
-	v, err := take.Run(ctx, r.client, []string{r.prefix + key}, limit, ms).Int64Slice()
-	if err == nil && (len(v) != 2 || v[0] < 0 || v[0] > 1 || v[1] < 0) {
-		err = fmt.Errorf("unexpected script reply %v", v)
-	}
-	if err != nil {
-		return false, 0, fmt.Errorf("redisstore: take: %w", err)
-	}
-	return v[0] == 1, time.Duration(v[1]) * time.Millisecond, nil
-}
-
-// Give implements [stepup.Registry].
-func (r *Registry) Give(ctx context.Context, key string) error {
-	if err := give.Run(ctx, r.client, []string{r.prefix + key}).Err(); err != nil {
-		return fmt.Errorf("redisstore: give: %w", err)
-	}
-	return nil
-}
-
-// Count implements [stepup.Registry]. It returns zero and zero when there is
-// no count under key.
-func (r *Registry) Count(ctx context.Context, key string) (int, time.Duration, error) {
-	n, left, err := readCount(count.Run(ctx, r.client, []string{r.prefix + key}))
-	if err != nil {
-		return 0, 0, fmt.Errorf("redisstore: count: %w", err)
-	}
-	return n, left, nil
-}
-
-// readCount reads count's reply.
-func readCount(cmd *redis.Cmd) (int, time.Duration, error) {
-	reply, err := cmd.Slice()
-	if err != nil {
-		return 0, 0, err
-	}
-	if len(reply) == 0 {
-		return 0, 0, nil
-	}
-	if len(reply) != 2 {
-		return 0, 0, fmt.Errorf("unexpected script reply %v", reply)
-	}
-	s, ok1 := reply[0].(string)
-	left, ok2 := reply[1].(int64)
-	if !ok1 || !ok2 || left < 0 {
-		return 0, 0, fmt.Errorf("unexpected script reply %v", reply)
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, 0, fmt.Errorf("value is not an integer: %w", err)
-	}
-	return n, time.Duration(left) * time.Millisecond, nil
-}
-
-// Reset implements [stepup.Registry] with DEL. Deleting a key that is not
-// there is not an error.
-func (r *Registry) Reset(ctx context.Context, key string) error {
-	if err := r.client.Del(ctx, r.prefix+key).Err(); err != nil {
-		return fmt.Errorf("redisstore: reset: %w", err)
-	}
-	return nil
-}
-
-// Mark implements [stepup.Registry], keeping the key for ttl plus the
-// clock-skew margin. Values are compared exactly, over the whole int64
-// range. ttl is rounded up to whole milliseconds; a ttl that is not positive
-// is refused with [ErrBadTTL].
-func (r *Registry) Mark(ctx context.Context, key string, value int64, ttl time.Duration) error {
-	ms, err := r.withSkew(ttl)
-	if err != nil {
-		return err
-	}
-	if err := mark.Run(ctx, r.client, []string{r.prefix + key}, strconv.FormatInt(value, 10), ms).Err(); err != nil {
-		return fmt.Errorf("redisstore: mark: %w", err)
-	}
-	return nil
-}
-
-// Lookup implements [stepup.Registry] with one MGET. The keys must share one
-// hash tag (stepup's keys of one user do): keys with different tags are
-// refused with [ErrCrossSlot], on a single server as on a cluster. A value
-// that is not an integer is an error.
-func (r *Registry) Lookup(ctx context.Context, keys ...string) ([]int64, error) {
-	out := make([]int64, len(keys))
-	if len(keys) == 0 {
-		return out, nil
-	}
-	full := make([]string, len(keys))
-	for i, k := range keys {
-		full[i] = r.prefix + k
-		if hashTag(full[i]) != hashTag(full[0]) {
-			return nil, ErrCrossSlot
-		}
-	}
-	vals, err := r.client.MGet(ctx, full...).Result()
-	if err == nil && len(vals) != len(keys) {
-		err = fmt.Errorf("MGET answered %d values for %d keys", len(vals), len(keys))
-	}
-	if err != nil {
-		return nil, fmt.Errorf("redisstore: lookup: %w", err)
-	}
-	for i, v := range vals {
-		switch v := v.(type) {
-		case nil:
-		case string:
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("redisstore: lookup: value %d of %d is not an integer", i+1, len(keys))
-			}
-			out[i] = n
-		default:
-			return nil, fmt.Errorf("redisstore: lookup: unexpected MGET value %T", v)
-		}
-	}
-	return out, nil
-}
+local function dec(v)
+	return down(v)
+end
+`
 
 // hashTag returns the part of key that Redis Cluster hashes to find its
 // slot: what is between the first '{' and the first '}' after it, when that
@@ -416,29 +388,12 @@ func hashTag(key string) string {
 	return key
 }
 
-// withSkew returns ttl plus the clock-skew margin, in milliseconds.
-func (r *Registry) withSkew(ttl time.Duration) (int64, error) {
-	ms, err := millis(ttl)
-	if err != nil {
-		return 0, err
-	}
-	if ms > math.MaxInt64-r.skewMS {
-		return math.MaxInt64, nil
-	}
-	return ms + r.skewMS, nil
-}
-
-// millis converts d to whole milliseconds, rounding up, and refuses a d that
-// is not positive.
-func millis(d time.Duration) (int64, error) {
-	if d <= 0 {
-		return 0, ErrBadTTL
-	}
-	return ceilMillis(d), nil
-}
-
-// ceilMillis converts d >= 0 to whole milliseconds, rounding up.
+// ceilMillis converts d to whole milliseconds, rounding up; 0 when d is not
+// positive.
 func ceilMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
 	ms := int64(d / time.Millisecond)
 	if d%time.Millisecond != 0 {
 		ms++

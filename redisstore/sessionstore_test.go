@@ -11,7 +11,6 @@ import (
 	"github.com/gorilla/securecookie"
 	"github.com/gorilla/sessions"
 
-	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/stepuptest"
 )
 
@@ -63,7 +62,7 @@ func TestServerSideSessionStore(t *testing.T) {
 	as := a.sign(one.options(c))
 	kept := a.stepupCookie(c)
 	var id string
-	if err := securecookie.DecodeMulti(stepup.DefaultSessionName, kept, &id, codecs...); err != nil || id == "" {
+	if err := securecookie.DecodeMulti(defaultSessionName, kept, &id, codecs...); err != nil || id == "" {
 		t.Fatalf("the step-up cookie does not hold a session ID: %q %v", id, err)
 	}
 	pending, err := rdb.Get(ctx, recordPrefix+id).Bytes()
@@ -77,7 +76,7 @@ func TestServerSideSessionStore(t *testing.T) {
 		t.Fatalf("verify: %d %s", r.status, r.raw)
 	}
 	var granted string
-	if err := securecookie.DecodeMulti(stepup.DefaultSessionName, a.stepupCookie(c), &granted, codecs...); err != nil || granted == "" || granted == id {
+	if err := securecookie.DecodeMulti(defaultSessionName, a.stepupCookie(c), &granted, codecs...); err != nil || granted == "" || granted == id {
 		t.Fatalf("the grant's session ID %q (%v), want a new one, not %q", granted, err, id)
 	}
 	if n := rdb.Exists(ctx, recordPrefix+granted).Val(); n != 1 {
@@ -97,7 +96,7 @@ func TestServerSideSessionStore(t *testing.T) {
 		}
 		a.setStepupCookie(c, kept)
 		before := a.countCause(causeReplayed)
-		expectError(t, one.verify(c, as), http.StatusBadRequest, stepup.CodeChallengeExpired)
+		expectError(t, one.verify(c, as), http.StatusBadRequest, codeChallengeExpired)
 		if a.countCause(causeReplayed) != before+1 {
 			t.Errorf("not refused as a replay by the registry: %s", a.log)
 		}
@@ -143,7 +142,7 @@ func TestServerSideSessionStore(t *testing.T) {
 					mu.Lock()
 					won++
 					mu.Unlock()
-				case errors.As(err, &he) && (he.Code == stepup.CodeChallengeExpired || he.Code == stepup.CodeTooManyAttempts):
+				case errors.As(err, &he) && (he.Code == codeChallengeExpired || he.Code == codeTooManyAttempts):
 				default:
 					t.Errorf("verify %d: %v", k, err)
 				}

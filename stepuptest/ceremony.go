@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 )
 
 // HTTPError is a non-200 answer of the options or verify endpoint, with the
@@ -22,11 +23,15 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("stepuptest: %s answered %d %s: %s", e.Step, e.Status, e.Code, e.Message)
 }
 
-// Request is what a client may ask of the options handler: a grant for a
-// scope, or for a bound operation (its digest from the gate's 403 body).
+// Request is what a client may ask of the options handler (or a method
+// handler): a grant for a scope, or for a bound operation (its digest from
+// the gate's 403 body), and a step-up token too (with Config.Tokens), for
+// all of the token audiences or one.
 type Request struct {
 	Scope     string `json:"scope,omitempty"`
 	Operation string `json:"operation,omitempty"`
+	Token     bool   `json:"token,omitempty"`
+	Audience  string `json:"audience,omitempty"`
 }
 
 // Options posts to optionsURL with client (whose cookie jar carries the
@@ -148,11 +153,21 @@ func (a *Authenticator) Do(client *http.Client, req *http.Request, baseURL strin
 // the retried request. A failed ceremony is an *HTTPError or
 // [ErrNoCredential], and the request is not sent again.
 func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoints, opts ...Option) (*http.Response, error) {
+	return doWithStepUp(client, req, func(sr Request) error {
+		return a.ReauthenticateAt(req.Context(), client, ep, sr, opts...)
+	})
+}
+
+// doWithStepUp sends req; when the answer is a gate's refusal
+// (reauthentication_required: 403, or 401 to a bearer request), it runs
+// stepUp for the scope and operation the refusal names and sends the
+// identical request once more.
+func doWithStepUp(client *http.Client, req *http.Request, stepUp func(Request) error) (*http.Response, error) {
 	// Cloned before sending: a client with a cookie jar adds the cookies of
 	// the moment to the request it sends, and the retry needs fresh ones.
 	retry := req.Clone(req.Context())
 	resp, err := client.Do(req)
-	if err != nil || resp.StatusCode != http.StatusForbidden {
+	if err != nil || (resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized) {
 		return resp, err
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -175,7 +190,7 @@ func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoint
 	if refusal.Operation != nil {
 		sr.Operation = refusal.Operation.Digest
 	}
-	if err := a.ReauthenticateAt(req.Context(), client, ep, sr, opts...); err != nil {
+	if err := stepUp(sr); err != nil {
 		return nil, err
 	}
 	if req.GetBody != nil {
@@ -184,4 +199,52 @@ func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoint
 		}
 	}
 	return client.Do(retry)
+}
+
+// Token is a step-up token a ceremony answered with.
+type Token struct {
+	Value     string    // the compact JWS, for the Stepup-Token header
+	ExpiresAt time.Time // its exp
+}
+
+// StepUpToken runs the ceremony at baseURL as [Authenticator.ReauthenticateFor]
+// does, asking for a step-up token (req.Token is set for you), and returns
+// the token. client may keep no cookies at all (see [Users.BearerClient]):
+// with Config.Tokens the challenge carries its own state.
+func (a *Authenticator) StepUpToken(ctx context.Context, client *http.Client, baseURL string, req Request, opts ...Option) (Token, error) {
+	return a.StepUpTokenAt(ctx, client, DefaultEndpoints(baseURL), req, opts...)
+}
+
+// StepUpTokenAt is [Authenticator.StepUpToken] for handlers mounted at ep.
+func (a *Authenticator) StepUpTokenAt(ctx context.Context, client *http.Client, ep Endpoints, req Request, opts ...Option) (Token, error) {
+	req.Token = true
+	options, err := OptionsFor(ctx, client, ep.Options, req)
+	if err != nil {
+		return Token{}, err
+	}
+	assertion, err := a.Get(options, opts...)
+	if err != nil {
+		return Token{}, err
+	}
+	body, err := Verify(ctx, client, ep.Verify, assertion)
+	if err != nil {
+		return Token{}, err
+	}
+	return readToken(body)
+}
+
+// readToken reads the token of a successful ceremony's body.
+func readToken(body []byte) (Token, error) {
+	var res struct {
+		Token          string `json:"token"`
+		TokenExpiresAt string `json:"token_expires_at"`
+	}
+	if err := json.Unmarshal(body, &res); err != nil || res.Token == "" {
+		return Token{}, fmt.Errorf("stepuptest: the ceremony answered no token: %s", body)
+	}
+	exp, err := time.Parse(time.RFC3339, res.TokenExpiresAt)
+	if err != nil {
+		return Token{}, fmt.Errorf("stepuptest: token_expires_at %q: %v", res.TokenExpiresAt, err)
+	}
+	return Token{Value: res.Token, ExpiresAt: exp}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 
 	"github.com/go-webauthn/webauthn/webauthn"
@@ -99,13 +100,20 @@ func (s *Users) SignIn(client *http.Client, baseURL, name string) {
 	client.Jar.SetCookies(u, []*http.Cookie{c})
 }
 
-// CurrentUser implements [stepup.UserStore].
+// CurrentUser implements [stepup.UserStore]: the user is named by the
+// [SignInCookie], or by an "Authorization: Bearer <name>" header, which
+// stands for an API client's access token (see [Users.BearerClient]).
 func (s *Users) CurrentUser(r *http.Request) (webauthn.User, error) {
-	c, err := r.Cookie(SignInCookie)
-	if err != nil {
+	name := ""
+	if scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+		name = token
+	} else if c, err := r.Cookie(SignInCookie); err == nil {
+		name = c.Value
+	}
+	if name == "" {
 		return nil, stepup.ErrNoActiveSession
 	}
-	u, ok := s.User(c.Value)
+	u, ok := s.User(name)
 	if !ok {
 		return nil, stepup.ErrNoActiveSession
 	}
@@ -148,4 +156,28 @@ func (u *User) copy() User {
 	c := *u
 	c.Credentials = append([]webauthn.Credential(nil), u.Credentials...)
 	return c
+}
+
+// BearerClient returns a client of an API or native app signed in as name:
+// it keeps no cookies at all and sends "Authorization: Bearer <name>" with
+// every request, which [Users.CurrentUser] accepts.
+func (s *Users) BearerClient(name string) *http.Client {
+	return &http.Client{
+		Transport: bearer{name: name, next: http.DefaultTransport},
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// bearer adds the Authorization header.
+type bearer struct {
+	name string
+	next http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.name)
+	return b.next.RoundTrip(r)
 }
