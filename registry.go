@@ -74,7 +74,8 @@ const (
 	// OpSwap replaces one value with another. Condition: the key holds
 	// Value (0: it is absent). Applied: it holds New (0 deletes it), kept
 	// for at least TTL (0: the expiry is left as it is; a key made by Swap
-	// needs a positive TTL).
+	// needs a positive TTL, but a Swap whose condition fails makes nothing:
+	// that is a failed condition, never an error, whatever its TTL).
 	OpSwap
 )
 
