@@ -1,8 +1,13 @@
 package stepup_test
 
 import (
+	"context"
+	"encoding/base64"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/passkey-stepup/stepup"
 	"github.com/passkey-stepup/stepup/stepuptest"
@@ -57,4 +62,114 @@ func TestSingleUseGateWithAGrantWhoseRecordIsGoneIs403Reject(t *testing.T) {
 			t.Errorf("%d store_failed records for a token whose grant is simply gone", n)
 		}
 	})
+}
+
+// keyRecorder is a Registry that remembers every key stepup touched, so a
+// test can ask the registry under it which of a user's keys are still
+// held, whatever its sweeping.
+type keyRecorder struct {
+	stepup.Registry
+	mu   sync.Mutex
+	keys map[string]bool
+}
+
+func (k *keyRecorder) Update(ctx context.Context, ops []stepup.Op, res []stepup.Result) (int, error) {
+	k.mu.Lock()
+	for _, op := range ops {
+		k.keys[op.Key] = true
+	}
+	k.mu.Unlock()
+	return k.Registry.Update(ctx, ops, res)
+}
+
+// held returns the keys of the user with handle that the registry holds now.
+func (k *keyRecorder) held(t *testing.T, handle []byte) []string {
+	t.Helper()
+	tag := "{" + base64.RawURLEncoding.EncodeToString(handle) + "}"
+	k.mu.Lock()
+	var ops []stepup.Op
+	for key := range k.keys {
+		if strings.Contains(key, tag) {
+			ops = append(ops, stepup.Op{Kind: stepup.OpGet, Key: key})
+		}
+	}
+	k.mu.Unlock()
+	res := make([]stepup.Result, len(ops))
+	if _, err := k.Registry.Update(t.Context(), ops, res); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for i, r := range res {
+		if r.TTL > 0 {
+			out = append(out, ops[i].Key)
+		}
+	}
+	return out
+}
+
+// recordKeys wraps the harness's registry in a keyRecorder.
+func recordKeys(rec *keyRecorder) harnessOption {
+	return func(c *stepup.Config) {
+		rec.Registry, rec.keys = c.Registry, map[string]bool{}
+		c.Registry = rec
+	}
+}
+
+// TestAbandonedCeremoniesOfACookielessClientLeaveNothingReject: a client
+// that keeps no cookies (an API client, or anyone who drops them) gets a
+// new session tag at every ceremony. The revocation states a ceremony
+// reads when it starts were kept for the longest gate's maxAge whether or
+// not the ceremony ever made a grant, so every abandoned options call (10 a
+// minute per account) and every wrong password left a registry entry for
+// an hour here (a day with a one-day gate): 600 entries an hour per
+// account, where the sizing counts one. A grant extends the states it
+// copied to its own lifetime when it is recorded; before that they need
+// only outlive the ceremony.
+func TestAbandonedCeremoniesOfACookielessClientLeaveNothingReject(t *testing.T) {
+	t.Parallel()
+	var rec keyRecorder
+	h := methodHarness(t, withTokens, recordKeys(&rec))
+	api := h.users.BearerClient("alice")
+	for range 10 {
+		if r := h.do(api, http.MethodPost, "/api/reauth/options", []byte(`{"token":true}`), jsonHeader); r.status != 200 {
+			t.Fatalf("options: %d %s", r.status, r.raw)
+		}
+	}
+	h.clock.Advance(time.Minute) // the step-up limit's window
+	for range 3 {
+		if r := h.do(api, http.MethodPost, "/api/reauth/password", []byte(`{"secret":"wrong","token":true}`), jsonHeader); r.status != 400 {
+			t.Fatalf("a wrong password: %d %s", r.status, r.raw)
+		}
+	}
+	h.clock.Advance(10 * time.Minute) // every challenge long expired
+	alice, _ := h.users.User("alice")
+	held := rec.held(t, alice.Handle)
+	var states []string
+	for _, k := range held {
+		if strings.Contains(k, ":session:") || strings.HasSuffix(k, ":epoch") {
+			states = append(states, k)
+		}
+	}
+	if len(states) > 0 {
+		t.Errorf("10 minutes after 13 ceremonies that made no grant, the registry holds %d revocation states of alice (of %d entries): %v",
+			len(states), len(held), states)
+	}
+	// They still make grants, which still answer revocation.
+	tok, err := h.auth.StepUpToken(h.ctx(), api, h.srv.URL, stepuptest.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ran := h.gateWith(withToken(api, tok.Value), "/sensitive", nil); !ran {
+		t.Fatal("a token after the abandoned ceremonies did not pass")
+	}
+	h.clock.Advance(4 * time.Minute)
+	if _, ran := h.gateWith(withToken(api, tok.Value), "/sensitive", nil); !ran {
+		t.Fatal("the token stopped passing once its ceremony's states would have expired")
+	}
+	if err := h.su.RevokeUser(h.ctx(), alice.Handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, ran := h.gateWith(withToken(api, tok.Value), "/sensitive", nil); ran {
+		t.Error("the token passed after RevokeUser")
+	}
 }
