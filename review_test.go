@@ -2,6 +2,9 @@ package stepup_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"net/http"
 	"strings"
@@ -171,5 +174,45 @@ func TestAbandonedCeremoniesOfACookielessClientLeaveNothingReject(t *testing.T) 
 	}
 	if _, ran := h.gateWith(withToken(api, tok.Value), "/sensitive", nil); ran {
 		t.Error("the token passed after RevokeUser")
+	}
+}
+
+// TestTokenKeyRotationKeepsTokensAndCeremoniesPass: TokenConfig.Keys says
+// that a key being retired stays second until the tokens it signed have
+// expired. With sign-in IDs, the sid claim is a keyed hash under a key
+// derived from Keys[0] alone, so at the rotation every live token was
+// refused by the app's own gates (another sign-in's token), and a ceremony
+// started on an instance still signing with the old key failed on one
+// signing with the new (its challenge "not one of ours"), for every
+// ceremony that hops instances during a rolling deploy. A published key's
+// derived keys are as trusted as the key.
+func TestTokenKeyRotationKeepsTokensAndCeremoniesPass(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokens, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
+	_, next, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := h.cfg
+	tc := *rotated.Tokens
+	tc.Keys = []crypto.Signer{next, tokenKey} // the new key signs; the old one stays second
+	rotated.Tokens = &tc
+	_, two := h.instanceWith(rotated)
+	c := h.client("alice")
+	for _, u := range []string{h.srv.URL, two.URL} {
+		c.Jar.SetCookies(mustURL(u), []*http.Cookie{{Name: "sid", Value: "sign-in-1", Path: "/"}})
+	}
+	tok, err := h.auth.StepUpToken(h.ctx(), c, h.srv.URL, stepuptest.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := h.client("alice")
+	bare.Jar.SetCookies(mustURL(two.URL), []*http.Cookie{{Name: "sid", Value: "sign-in-1", Path: "/"}})
+	if s := h.gateAt(withToken(bare, tok.Value), two.URL, "/sensitive"); s != 200 {
+		t.Errorf("a token signed by the key now second, at the rotated instance: %d", s)
+	}
+	options := h.options(c) // on the instance still signing with the old key
+	if _, err := stepuptest.Verify(h.ctx(), c, two.URL+"/api/reauth/verify", h.assert(options)); err != nil {
+		t.Errorf("a ceremony started before the rotation, finished after it: %v", err)
 	}
 }

@@ -39,8 +39,10 @@ type TokenConfig struct {
 	// Keys are ed25519.PrivateKey or *ecdsa.PrivateKey (P-256) values:
 	// Keys[0] signs, all are published by JWKSHandler, so a key being
 	// retired stays second until the tokens it signed have expired.
-	// Required. Keys[0] also derives the key that authenticates
-	// self-contained challenges.
+	// Required. Keys[0] also derives the keys that authenticate
+	// self-contained challenges and hash the sid claim; those of every key
+	// are accepted, so that ceremonies and tokens made before a rotation
+	// still pass.
 	Keys []crypto.Signer
 	// TTL is a token's lifetime from when it is made: 0 means 5 minutes;
 	// at most 1 hour.
@@ -62,6 +64,10 @@ type tokenKey struct {
 	method jwt.SigningMethod
 	kid    string // RFC 7638 thumbprint
 	jwk    jwk
+	// The HMAC keys it derives: of self-contained challenges, and of the
+	// sid claim. Keys[0]'s make them; every key's are accepted, so that a
+	// key being retired (second) keeps its tokens and ceremonies passing.
+	challenge, sid []byte
 }
 
 // tokens is the normalized TokenConfig.
@@ -70,8 +76,8 @@ type tokens struct {
 	audience  []string
 	keys      []tokenKey
 	ttl       time.Duration
-	challenge []byte // HMAC key of self-contained challenges
-	sid       []byte // HMAC key of the sid claim
+	challenge []byte // HMAC key of self-contained challenges (Keys[0]'s)
+	sid       []byte // HMAC key of the sid claim (Keys[0]'s)
 }
 
 // newTokens validates cfg and derives what tokens need.
@@ -100,22 +106,29 @@ func newTokens(cfg *TokenConfig) (*tokens, error) {
 	}
 	for i, k := range cfg.Keys {
 		tk, err := newTokenKey(k)
+		if err == nil {
+			err = tk.derive(k)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: Tokens.Keys[%d]: %v", ErrInvalidConfig, i, err)
 		}
 		t.keys = append(t.keys, tk)
 	}
-	secret, err := privateBytes(cfg.Keys[0])
-	if err != nil {
-		return nil, fmt.Errorf("%w: Tokens.Keys[0]: %v", ErrInvalidConfig, err)
-	}
-	if t.challenge, err = hkdf.Key(sha256.New, secret, nil, "stepup challenge v1", 32); err != nil {
-		return nil, err
-	}
-	if t.sid, err = hkdf.Key(sha256.New, secret, nil, "stepup sid v1", 32); err != nil {
-		return nil, err
-	}
+	t.challenge, t.sid = t.keys[0].challenge, t.keys[0].sid
 	return t, nil
+}
+
+// derive computes the HMAC keys that k derives.
+func (tk *tokenKey) derive(k crypto.Signer) error {
+	secret, err := privateBytes(k)
+	if err != nil {
+		return err
+	}
+	if tk.challenge, err = hkdf.Key(sha256.New, secret, nil, "stepup challenge v1", 32); err != nil {
+		return err
+	}
+	tk.sid, err = hkdf.Key(sha256.New, secret, nil, "stepup sid v1", 32)
+	return err
 }
 
 // checkIssuerURL accepts an absolute https URL, or http for localhost and
@@ -219,10 +232,23 @@ type tokenRevocation struct {
 
 // sidOf returns the sid claim for sign-in tag signIn: a keyed hash, never
 // the application's sign-in ID.
-func (t *tokens) sidOf(signIn []byte) string {
-	m := hmac.New(sha256.New, t.sid)
+func (t *tokens) sidOf(signIn []byte) string { return sidUnder(t.sid, signIn) }
+
+func sidUnder(key, signIn []byte) string {
+	m := hmac.New(sha256.New, key)
 	m.Write(signIn)
 	return b64(m.Sum(nil)[:16])
+}
+
+// sidMatches reports whether sid is the sid claim of sign-in tag signIn
+// under the key of one of t's keys.
+func (t *tokens) sidMatches(sid string, signIn []byte) bool {
+	for _, k := range t.keys {
+		if hmac.Equal([]byte(sid), []byte(sidUnder(k.sid, signIn))) {
+			return true
+		}
+	}
+	return false
 }
 
 // sign makes the token of grant g, for audience ("" for all of
@@ -370,7 +396,7 @@ func (s *StepUp) tokenGrant(r *http.Request, p principal) (g grantRecord, ok boo
 		return g, false, fmt.Errorf("%w: another user's token", errToken)
 	}
 	if len(p.signIn) > 0 {
-		if !hmac.Equal([]byte(c.SID), []byte(s.tokens.sidOf(p.signIn))) {
+		if !s.tokens.sidMatches(c.SID, p.signIn) {
 			return g, false, fmt.Errorf("%w: another sign-in's token", errToken)
 		}
 	} else if c.SID != "" {
