@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"net/http"
 	"strings"
 	"sync"
@@ -214,5 +215,27 @@ func TestTokenKeyRotationKeepsTokensAndCeremoniesPass(t *testing.T) {
 	options := h.options(c) // on the instance still signing with the old key
 	if _, err := stepuptest.Verify(h.ctx(), c, two.URL+"/api/reauth/verify", h.assert(options)); err != nil {
 		t.Errorf("a ceremony started before the rotation, finished after it: %v", err)
+	}
+}
+
+// TestTokenAudienceTooLongForAChallengeIsAConfigErrorReject: a
+// self-contained challenge writes the audience a client asked for with a
+// one-byte length, so an audience (or Issuer) over 255 bytes wrapped its
+// length: New accepted it, and every ceremony asking for it failed at
+// verify as "not one of ours", after the user had confirmed. New refuses
+// it, as it refuses every other invalid TokenConfig.
+func TestTokenAudienceTooLongForAChallengeIsAConfigErrorReject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	long := "https://payments.example/" + strings.Repeat("a", 240)
+	for name, tc := range map[string]stepup.TokenConfig{
+		"an audience over 255 bytes": {Issuer: testIssuer, Audience: []string{long}, Keys: []crypto.Signer{tokenKey}},
+		"an issuer over 255 bytes":   {Issuer: long, Keys: []crypto.Signer{tokenKey}},
+	} {
+		cfg := h.cfg
+		cfg.Tokens = &tc
+		if _, err := stepup.New(cfg); !errors.Is(err, stepup.ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
+		}
 	}
 }

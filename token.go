@@ -31,10 +31,11 @@ const TokenHeader = "Stepup-Token"
 // TokenConfig turns on step-up tokens (see [Config].Tokens).
 type TokenConfig struct {
 	// Issuer is the "iss" of every token: an https URL naming this app
-	// (http only for localhost and 127.0.0.1). Required.
+	// (http only for localhost and 127.0.0.1), at most 255 bytes. Required.
 	Issuer string
 	// Audience is the "aud" of every token unless the client names one of
-	// them; Issuer is always added. Default []string{Issuer}.
+	// them (each at most 255 bytes); Issuer is always added. Default
+	// []string{Issuer}.
 	Audience []string
 	// Keys are ed25519.PrivateKey or *ecdsa.PrivateKey (P-256) values:
 	// Keys[0] signs, all are published by JWKSHandler, so a key being
@@ -55,6 +56,7 @@ const (
 	maxTokenTTL     = time.Hour
 	maxTokenHeader  = 4 << 10 // a token header over 4 KiB is refused before parsing
 	tokenLeeway     = 5 * time.Second
+	maxAudienceLen  = 255 // a self-contained challenge holds the audience asked for with a 1-byte length
 )
 
 // tokenKey is one of TokenConfig.Keys, ready to sign or verify.
@@ -96,8 +98,11 @@ func newTokens(cfg *TokenConfig) (*tokens, error) {
 		t.ttl = defaultTokenTTL
 	}
 	t.audience = append(t.audience, cfg.Issuer)
+	if len(cfg.Issuer) > maxAudienceLen {
+		return nil, fmt.Errorf("%w: Tokens.Issuer: over %d bytes", ErrInvalidConfig, maxAudienceLen)
+	}
 	for _, a := range cfg.Audience {
-		if a == "" || strings.ContainsAny(a, "\x00\r\n") {
+		if a == "" || len(a) > maxAudienceLen || strings.ContainsAny(a, "\x00\r\n") {
 			return nil, fmt.Errorf("%w: Tokens.Audience: %q", ErrInvalidConfig, a)
 		}
 		if a != cfg.Issuer {
