@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -237,5 +238,43 @@ func TestTokenAudienceTooLongForAChallengeIsAConfigErrorReject(t *testing.T) {
 		if _, err := stepup.New(cfg); !errors.Is(err, stepup.ErrInvalidConfig) {
 			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
 		}
+	}
+}
+
+// TestThreeBoundConfirmationsInTabsFitTheCookieReject: WebAuthn
+// recommends 64-byte user handles; a user holding a grant for a scope, a
+// plain grant and two confirmed payments not yet sent, who starts a third
+// confirmation of a payment whose description is at the 120-byte limit,
+// gets 500 and store_failed: the step-up session no longer fits the 4096
+// bytes of a cookie (securecookie refuses to write it, as a browser would
+// drop it). It clears once the pending records expire (2 to 10 minutes);
+// until then every bound confirmation of the user fails.
+//
+// NOT FIXED: see the review report. Run with STEPUP_REVIEW_UNFIXED=1.
+func TestThreeBoundConfirmationsInTabsFitTheCookieReject(t *testing.T) {
+	if os.Getenv("STEPUP_REVIEW_UNFIXED") == "" {
+		t.Skip("finding not fixed yet (the step-up session has no size budget); STEPUP_REVIEW_UNFIXED=1 runs it")
+	}
+	t.Parallel()
+	h := newHarness(t, func(c *stepup.Config) { c.Users = signInUsers{c.Users.(*users)} })
+	long := h.users.Add(strings.Repeat("x", 57)) // a 64-byte handle
+	h.users.AddCredential(long.Name, h.auth.Register(testRPID, long.Handle))
+	c := h.client(long.Name)
+	c.Jar.SetCookies(mustURL(h.srv.URL), []*http.Cookie{{Name: "sid", Value: "s", Path: "/"}})
+	payee := strings.Repeat("p", 100) // "Send 101 EUR to ppp…": cut at 120 bytes
+	h.reauthFor(c, stepuptest.Request{Scope: "password"})
+	h.reauth(c)
+	for i := range 2 { // two payments confirmed, not sent yet
+		h.status(c, http.MethodPost, "/pay", paymentBody(int64(100+i), payee))
+		h.reauthFor(c, stepuptest.Request{Operation: digestOf(int64(100+i), payee)})
+	}
+	for i := range 3 { // three more, each confirmation started in a tab of its own
+		h.status(c, http.MethodPost, "/pay", paymentBody(int64(i+1), payee))
+		if _, err := stepuptest.OptionsFor(h.ctx(), c, h.srv.URL+"/api/reauth/options", stepuptest.Request{Operation: digestOf(int64(i+1), payee)}); err != nil {
+			t.Errorf("confirmation %d: %v", i+1, err)
+		}
+	}
+	if n := len(h.log.events(stepup.EventStoreFailed)); n != 0 {
+		t.Errorf("%d store_failed records", n)
 	}
 }
