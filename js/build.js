@@ -23,9 +23,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const SRC = join(here, "src");
 export const OUT = join(here, "..", "stepup.js");
 
-const IMPORT = /^import \{([^}]*)\} from "\.\/([\w-]+\.js)";$/;
-const TYPE_IMPORT = /^\/\*\* @import \{[^}]*\} from "\.\/([\w-]+\.js)" \*\/$/;
-const REEXPORT = /^export \{([^}]*)\} from "\.\/([\w-]+\.js)";$/;
+// Names in braces: plain identifiers, never "a as b".
+const IMPORT = /^import \{((?:\s*\w+\s*,)*\s*\w+\s*)\} from "\.\/([\w-]+\.js)";$/;
+const TYPE_IMPORT = /^\/\*\* @import \{((?:\s*\w+\s*,)*\s*\w+\s*)\} from "\.\/([\w-]+\.js)" \*\/$/;
+const REEXPORT = /^export \{((?:\s*\w+\s*,)*\s*\w+\s*)\} from "\.\/([\w-]+\.js)";$/;
 const DECLARATION = /^(export )?(?:async )?(?:function\*? |const |let )(\w+)/;
 
 /**
@@ -78,7 +79,7 @@ export function bundle(src = SRC) {
     for (const line of read(file).split("\n")) {
       const m = IMPORT.exec(line) || TYPE_IMPORT.exec(line);
       if (m) {
-        visit(m[m.length - 1]);
+        visit(m[2]);
       }
     }
     visiting.delete(file);
