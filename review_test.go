@@ -278,3 +278,34 @@ func TestThreeBoundConfirmationsInTabsFitTheCookieReject(t *testing.T) {
 		t.Errorf("%d store_failed records", n)
 	}
 }
+
+// TestRevokeEndsTheTokenOfACookielessClientReject: without sign-in IDs, a
+// token of a client that keeps no cookies copies the revocation state of a
+// session of its own ceremony, which no cookie names: the app's sign-out
+// route calling Revoke for that client ended nothing, returned nil and
+// logged grants_revoked, even when the client sent its token along. Revoke
+// now also ends the session of a valid token the request carries (the
+// docs say that without it, or without a SignInIdentifier, only RevokeUser
+// reaches such a token).
+func TestRevokeEndsTheTokenOfACookielessClientReject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokens)
+	api := h.users.BearerClient("alice")
+	tok, err := h.auth.StepUpToken(h.ctx(), api, h.srv.URL, stepuptest.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := h.auth.StepUpToken(h.ctx(), api, h.srv.URL, stepuptest.Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := h.do(withToken(api, tok.Value), http.MethodPost, "/revoke", nil, nil); r.status != 200 {
+		t.Fatalf("sign-out: %d %s", r.status, r.raw)
+	}
+	if _, ran := h.gateWith(withToken(api, tok.Value), "/sensitive", nil); ran {
+		t.Error("the token sent with the sign-out still passes")
+	}
+	if _, ran := h.gateWith(withToken(api, other.Value), "/sensitive", nil); !ran {
+		t.Error("a token of another ceremony (another session) stopped passing")
+	}
+}
