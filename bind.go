@@ -134,12 +134,14 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 // what the user confirms: invisible format characters (Unicode category Cf,
 // the bidirectional controls U+202A-U+202E and U+2066-U+2069 among them)
 // are dropped, so that the text cannot be made to read otherwise than it
-// runs; control characters (Cc) become spaces; invalid UTF-8 becomes U+FFFD;
-// and it is cut to maxDescriptionLen bytes at a rune boundary.
+// runs; control characters (Cc) and the line and paragraph separators
+// (Zl, Zp: a native text view breaks the line there) become spaces; invalid
+// UTF-8 becomes U+FFFD; and it is cut to maxDescriptionLen bytes at a rune
+// boundary.
 func cleanDescription(d string) string {
 	clean := true
 	for _, r := range d {
-		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc) {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc, unicode.Zl, unicode.Zp) {
 			clean = false
 			break
 		}
@@ -151,7 +153,7 @@ func cleanDescription(d string) string {
 	for _, r := range strings.ToValidUTF8(d, "\uFFFD") {
 		switch {
 		case unicode.Is(unicode.Cf, r):
-		case unicode.Is(unicode.Cc, r):
+		case unicode.In(r, unicode.Cc, unicode.Zl, unicode.Zp):
 			b.WriteByte(' ')
 		default:
 			b.WriteRune(r)

@@ -309,3 +309,24 @@ func TestRevokeEndsTheTokenOfACookielessClientReject(t *testing.T) {
 		t.Error("a token of another ceremony (another session) stopped passing")
 	}
 }
+
+// TestBindDescriptionHasNoLineSeparatorsReject: a Bind description loses
+// Cf characters and has its Cc characters turned into spaces, but U+2028
+// and U+2029 (categories Zl and Zp) went through: a native client's text
+// view breaks the line there, so a payee such as "Ada" followed by a run
+// of line separators and the real text pushes what runs out of the
+// dialog's view. They become spaces too.
+func TestBindDescriptionHasNoLineSeparatorsReject(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	c := h.client("alice")
+	r := h.status(c, http.MethodPost, "/pay", paymentBody(5, "Ada\u2028\u2028\u2029\u2028(and 9,000 EUR to Mallory)"))
+	op, _ := r.body["operation"].(map[string]any)
+	d, _ := op["description"].(string)
+	if r.status != http.StatusForbidden || d == "" {
+		t.Fatalf("the payment: %d %s", r.status, r.raw)
+	}
+	if strings.ContainsAny(d, "\u2028\u2029") {
+		t.Errorf("the description keeps line or paragraph separators: %q", d)
+	}
+}
