@@ -330,3 +330,57 @@ func TestBindDescriptionHasNoLineSeparatorsReject(t *testing.T) {
 		t.Errorf("the description keeps line or paragraph separators: %q", d)
 	}
 }
+
+// TestSealedChallengeIsSingleUseByTheRegistryPass: what was checked and
+// holds. A self-contained challenge answers once (a replay of the same
+// assertion, or another assertion of it, on any instance is refused), and
+// never after the Registry let its key expire, even at an instance whose
+// clock is far behind (its own expiry check passes there).
+func TestSealedChallengeIsSingleUseByTheRegistryPass(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokens)
+	_, behind := h.instanceAt(-10 * time.Minute)
+	api := h.users.BearerClient("alice")
+	options := h.options(api)
+	first := h.assert(options)
+	if r := h.verify(api, first); r.status != 200 {
+		t.Fatalf("verify: %d %s", r.status, r.raw)
+	}
+	for name, a := range map[string][]byte{"the same assertion": first, "another assertion": h.assert(options)} {
+		if _, err := stepuptest.Verify(h.ctx(), api, behind.URL+"/api/reauth/verify", a); err == nil {
+			t.Errorf("%s of a used challenge, on another instance: granted", name)
+		}
+	}
+	late := h.options(api)
+	h.clock.Advance(2*time.Minute + time.Second) // the registry's clock: the challenge expired
+	if _, err := stepuptest.Verify(h.ctx(), api, behind.URL+"/api/reauth/verify", h.assert(late)); err == nil {
+		t.Error("an expired challenge was granted by an instance whose clock is behind")
+	}
+}
+
+// TestTokenAndCookieTwinRacingAtOnceGatesOneWinsPass: what was checked and
+// holds. One confirmation sent at the same moment as the cookie to a Once
+// gate on one instance and as the token to a Once gate on another opens
+// exactly one of them.
+func TestTokenAndCookieTwinRacingAtOnceGatesOneWinsPass(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withTokens)
+	_, two := h.instance()
+	for round := range 8 {
+		c := h.client("alice")
+		tok, err := h.auth.StepUpToken(h.ctx(), c, h.srv.URL, stepuptest.Request{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		api := withToken(h.users.BearerClient("alice"), tok.Value)
+		var wg sync.WaitGroup
+		var codes [2]int
+		wg.Add(2)
+		go func() { defer wg.Done(); codes[0] = h.gateAt(c, h.srv.URL, "/once") }()
+		go func() { defer wg.Done(); codes[1] = h.gateAt(api, two.URL, "/once") }()
+		wg.Wait()
+		if ok := (codes[0] == 200) != (codes[1] == 200); !ok || codes[0] == 503 || codes[1] == 503 {
+			t.Errorf("round %d: cookie %d, token %d: want exactly one 200", round, codes[0], codes[1])
+		}
+	}
+}
