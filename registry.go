@@ -10,7 +10,10 @@ import (
 // more entry: it holds its maximum, or it is nearly full and the user the
 // entry belongs to already holds more than the users it refuses first.
 // stepup answers 503 and grants nothing. An entry is never dropped before it
-// expires, because that would let its challenge or grant be used again.
+// expires, because that would let its challenge or grant be used again. A
+// Registry returns it only when the update would make a key that is absent:
+// so RevokeUser and Revoke, refused it, succeed (the revocation state they
+// would replace does not exist, and nothing copied it).
 var ErrRegistryFull = errors.New("stepup: registry full")
 
 // Registry is the server-side state that makes challenges and one-time grants

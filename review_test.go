@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"strings"
@@ -382,5 +383,38 @@ func TestTokenAndCookieTwinRacingAtOnceGatesOneWinsPass(t *testing.T) {
 		if ok := (codes[0] == 200) != (codes[1] == 200); !ok || codes[0] == 503 || codes[1] == 503 {
 			t.Errorf("round %d: cookie %d, token %d: want exactly one 200", round, codes[0], codes[1])
 		}
+	}
+}
+
+// TestRevokeUserOfAUserWithNoStateSucceedsWhenTheRegistryIsFullReject:
+// RevokeUser replaces the user's revocation state. When the user holds
+// none (no grant, no ceremony: nothing to revoke), the write makes a key,
+// and a full MemoryRegistry refused it: RevokeUser returned ErrRegistryFull,
+// so while accounts flood the registry, an application whose password
+// change or account lock stops on RevokeUser's error fails for every user
+// who has not stepped up lately. A refused write of an absent state has
+// nothing to revoke: RevokeUser and Revoke succeed.
+func TestRevokeUserOfAUserWithNoStateSucceedsWhenTheRegistryIsFullReject(t *testing.T) {
+	t.Parallel()
+	var reg *stepup.MemoryRegistry
+	h := newHarness(t, func(c *stepup.Config) {
+		reg = stepup.NewMemoryRegistry(40, c.Now)
+		c.Registry = reg
+	})
+	c := h.client("alice")
+	h.options(c)               // a ceremony she never finished: her step-up session has a tag
+	h.clock.Advance(time.Hour) // and its states are long gone
+	for i := 0; ; i++ {        // other users fill it
+		key := fmt.Sprintf("stepup:{user-%d}:fill", i)
+		if _, err := reg.Update(h.ctx(), []stepup.Op{{Kind: stepup.OpPut, Key: key, Value: 1, TTL: time.Hour}}, make([]stepup.Result, 1)); err != nil {
+			break
+		}
+	}
+	alice, _ := h.users.User("alice")
+	if err := h.su.RevokeUser(h.ctx(), alice.Handle); err != nil {
+		t.Errorf("RevokeUser of a user with nothing to revoke: %v", err)
+	}
+	if r := h.do(c, http.MethodPost, "/revoke", nil, nil); r.status != 200 {
+		t.Errorf("Revoke (sign-out) of a session with nothing to revoke: %d %s", r.status, r.raw)
 	}
 }
