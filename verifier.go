@@ -149,7 +149,9 @@ func checkVerifierConfig(cfg VerifierConfig) error {
 // verifier knows with and without the Registry.
 //
 // It fails closed and never calls the wrapped handler on a refusal:
-//   - Subject fails: 401 no_active_session;
+//   - Subject fails: 401 no_active_session (a handle that is not 1 to 64
+//     bytes: 500 internal_error);
+//   - a Bind function refuses the request: 400, or its [OperationError];
 //   - no token, or one that fails a rule: 401 with RFC 9470's
 //     WWW-Authenticate challenge for a request with Authorization: Bearer,
 //     else 403; the body is reauthentication_required with max_age, scope,
