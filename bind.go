@@ -91,8 +91,9 @@ func (e *OperationError) refusal() *refusal {
 func validCode(code string) bool { return validName(code, 64, "_") }
 
 // bindOperation buffers the body, asks the gate's Bind function for the
-// operation and returns its digest and description.
-func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *refusal) {
+// operation and returns its digest and description; log receives the
+// refusal's cause. A StepUp's gates and a TokenVerifier's share it.
+func bindOperation(log *slog.Logger, g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *refusal) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		var err error
@@ -114,7 +115,7 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 	op, description, err := g.bind(r)
 	rewind()
 	if err != nil {
-		s.event(r, slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
+		log.LogAttrs(r.Context(), slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
 		var oe *OperationError
 		if errors.As(err, &oe) {
 			return nil, "", oe.refusal()
@@ -123,7 +124,7 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 	}
 	sum := sha256.Sum256(op)
 	if clean := cleanDescription(description); clean != description {
-		s.event(r, slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
+		log.LogAttrs(r.Context(), slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
 			slog.Int("bytes", len(description)), slog.Int("kept", len(clean)))
 		description = clean
 	}

@@ -160,23 +160,42 @@ func newTokenKey(k crypto.Signer) (tokenKey, error) {
 		if len(key) != ed25519.PrivateKeySize {
 			return tokenKey{}, errors.New("an Ed25519 key of the wrong size")
 		}
-		pub := key.Public().(ed25519.PublicKey)
-		j := jwk{Kty: "OKP", Crv: "Ed25519", X: b64(pub), Alg: "EdDSA", Use: "sig"}
-		j.Kid = thumbprint(j)
-		return tokenKey{signer: key, public: pub, method: jwt.SigningMethodEdDSA, kid: j.Kid, jwk: j}, nil
 	case *ecdsa.PrivateKey:
+		if key == nil {
+			return tokenKey{}, errors.New("an ECDSA key must be on P-256")
+		}
+	default:
+		return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PrivateKey or *ecdsa.PrivateKey on P-256", k)
+	}
+	tk, err := publicTokenKey(k.Public())
+	tk.signer = k
+	return tk, err
+}
+
+// publicTokenKey checks that pub is an Ed25519 or P-256 public key and
+// computes its JWK and thumbprint: what verifying needs.
+func publicTokenKey(pub crypto.PublicKey) (tokenKey, error) {
+	switch key := pub.(type) {
+	case ed25519.PublicKey:
+		if len(key) != ed25519.PublicKeySize {
+			return tokenKey{}, errors.New("an Ed25519 key of the wrong size")
+		}
+		j := jwk{Kty: "OKP", Crv: "Ed25519", X: b64(key), Alg: "EdDSA", Use: "sig"}
+		j.Kid = thumbprint(j)
+		return tokenKey{public: key, method: jwt.SigningMethodEdDSA, kid: j.Kid, jwk: j}, nil
+	case *ecdsa.PublicKey:
 		if key == nil || key.Curve != elliptic.P256() {
 			return tokenKey{}, errors.New("an ECDSA key must be on P-256")
 		}
-		raw, err := key.PublicKey.Bytes() // 0x04 ‖ X ‖ Y, 32 bytes each
+		raw, err := key.Bytes() // 0x04 ‖ X ‖ Y, 32 bytes each
 		if err != nil {
 			return tokenKey{}, err
 		}
 		j := jwk{Kty: "EC", Crv: "P-256", X: b64(raw[1:33]), Y: b64(raw[33:]), Alg: "ES256", Use: "sig"}
 		j.Kid = thumbprint(j)
-		return tokenKey{signer: key, public: &key.PublicKey, method: jwt.SigningMethodES256, kid: j.Kid, jwk: j}, nil
+		return tokenKey{public: key, method: jwt.SigningMethodES256, kid: j.Kid, jwk: j}, nil
 	}
-	return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PrivateKey or *ecdsa.PrivateKey on P-256", k)
+	return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PublicKey or *ecdsa.PublicKey on P-256", pub)
 }
 
 // privateBytes returns the secret bytes of a signing key.
@@ -339,12 +358,27 @@ func verifyToken(raw string, keys func(kid string) (tokenKey, bool), issuer, aud
 	return &c, nil
 }
 
+// readToken is verifyToken, and the token must be the user handle's: the
+// rules of a token that every gate applies, a StepUp's and a
+// TokenVerifier's.
+func readToken(raw string, keys func(kid string) (tokenKey, bool), issuer, audience string, handle []byte, now func() time.Time) (*tokenClaims, error) {
+	c, err := verifyToken(raw, keys, issuer, audience, now)
+	if err != nil {
+		return nil, err
+	}
+	if c.Subject != b64(handle) {
+		return nil, fmt.Errorf("%w: another user's token", errToken)
+	}
+	return c, nil
+}
+
 // errUnknownKID is a token signed by no key known (yet).
 var errUnknownKID = errors.New("unknown kid")
 
 // grant returns the grant the claims describe, as a gate judges grants:
-// user, time, scope, operation, method, AMR, ID and revocation state. tag is
-// the session tag of its revocation state (the sign-in's, or the claims').
+// user, time, scope, operation, method, AMR, ID and revocation state. The
+// session tag of its revocation state is signIn, or else the claims' rev.t;
+// a token with a sid read without a sign-in (by a TokenVerifier) has none.
 func (c *tokenClaims) grant(signIn []byte) (grantRecord, error) {
 	var g grantRecord
 	user, err1 := strictB64.DecodeString(c.Subject)
@@ -366,8 +400,8 @@ func (c *tokenClaims) grant(signIn []byte) (grantRecord, error) {
 	if g.sessEpoch, err = strconv.ParseInt(c.Rev.Session, 10, 64); err != nil {
 		return g, fmt.Errorf("%w: revocation state", errToken)
 	}
-	g.sid = signIn
-	if len(signIn) == 0 {
+	g.sid = signIn // a token with a sid read without its sign-in (at another service) has no session tag
+	if len(signIn) == 0 && c.SID == "" {
 		if g.sid, err = strictB64.DecodeString(c.Rev.Tag); err != nil || len(g.sid) != sessionIDLen {
 			return g, fmt.Errorf("%w: session tag", errToken)
 		}
@@ -393,12 +427,9 @@ func (s *StepUp) tokenGrant(r *http.Request, p principal) (g grantRecord, ok boo
 	if raw == "" || s.tokens == nil {
 		return g, false, nil
 	}
-	c, err := verifyToken(raw, s.tokens.keyByKID, s.tokens.issuer, s.tokens.issuer, s.now)
+	c, err := readToken(raw, s.tokens.keyByKID, s.tokens.issuer, s.tokens.issuer, p.handle, s.now)
 	if err != nil {
 		return g, false, err
-	}
-	if c.Subject != b64(p.handle) {
-		return g, false, fmt.Errorf("%w: another user's token", errToken)
 	}
 	if len(p.signIn) > 0 {
 		if !s.tokens.sidMatches(c.SID, p.signIn) {
