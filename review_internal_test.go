@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// fuzzTokens is a tokens configuration with a fixed key, for the fuzz
+// reviewTokens is a tokens configuration with a fixed key, for the fuzz
 // targets of the token and challenge parsers.
-func fuzzTokens(tb testing.TB) *tokens {
+func reviewTokens(tb testing.TB) *tokens {
 	tb.Helper()
 	key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
 	t, err := newTokens(&TokenConfig{Issuer: "https://app.example", Keys: []crypto.Signer{key}})
@@ -31,7 +31,7 @@ func fuzzTokens(tb testing.TB) *tokens {
 // refuse it or read it, never panic. What it accepts must be a grant the
 // gate can judge: a user handle, a 16-byte ID, a method name.
 func FuzzTokenClaims(f *testing.F) {
-	tk := fuzzTokens(f)
+	tk := reviewTokens(f)
 	now := time.Unix(1_764_072_000, 0)
 	g := grantRecord{revocation: revocation{sid: bytes.Repeat([]byte{1}, sessionIDLen), userEpoch: 5, sessEpoch: 9},
 		at: now.Unix(), user: []byte("handle-alice"), id: bytes.Repeat([]byte{2}, 16), method: []byte(MethodPasskey), amr: []byte("hwk user")}
@@ -76,7 +76,7 @@ func FuzzTokenClaims(f *testing.F) {
 // verify can judge. Only the decoder stands between a payload under a
 // valid MAC and verify.
 func FuzzSealedChallenge(f *testing.F) {
-	tk := fuzzTokens(f)
+	tk := reviewTokens(f)
 	c := ceremony{pending: pending{expires: 1_764_072_120, user: []byte("handle-alice"), scope: []byte("payments"),
 		nonce: bytes.Repeat([]byte{3}, 32), op: bytes.Repeat([]byte{4}, 32),
 		revocation: revocation{sid: bytes.Repeat([]byte{1}, sessionIDLen), userEpoch: 5, sessEpoch: 9}},
