@@ -67,6 +67,9 @@ type ExternalStart struct {
 	// Token is the step-up token of the grant Finish made, when the start
 	// asked for one (Config.Tokens); empty otherwise.
 	Token string
+	// User is the signed-in user who made the start, as the UserStore
+	// returned it.
+	User webauthn.User
 }
 
 // ExternalError is a refusal of [External.Finish] or [External.Cancel]:
@@ -184,7 +187,9 @@ func (e *External) Start(w http.ResponseWriter, r *http.Request) (ExternalStart,
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(who.handle), slog.String("method", e.m.Name), slog.String("scope", string(x.scope)))
-	return x.export(), true
+	out := x.export()
+	out.User = who.user
+	return out, true
 }
 
 // request reads a start request and checks what it asks for; it returns
@@ -227,10 +232,11 @@ func (e *External) request(w http.ResponseWriter, r *http.Request, who principal
 
 // Finish ends the start of e named state, on the other party's redirect
 // back (GET). check is the method's own check of what the user brings back
-// (required): it returns the AMR values the grant records (at most 64 bytes
+// (required): it gets the start (with the signed-in user) and Config.Now's
+// time, and returns the AMR values the grant records (at most 64 bytes
 // joined, without spaces inside), an [*ExternalError] with a 4xx status to
-// refuse in its own words, or any other error for a failure of its own; now
-// is Config.Now's time. In order:
+// refuse in its own words, or any other error for a failure of its own. In
+// order:
 //   - GET (405) and someone signed in (401; 500 when the UserStore fails);
 //   - the start pending in this browser's session for e and unexpired: else
 //     400 challenge_expired, counted nowhere (a link with a made-up state
@@ -256,7 +262,7 @@ func (e *External) request(w http.ResponseWriter, r *http.Request, who principal
 // a page for a popup. It logs reauth_succeeded with method = e's name, or
 // reauth_failed with reason = the refusal's code.
 func (e *External) Finish(w http.ResponseWriter, r *http.Request, state string,
-	check func(ctx context.Context, user webauthn.User, start ExternalStart, now time.Time) (amr []string, err error)) (ExternalStart, error) {
+	check func(ctx context.Context, start ExternalStart, now time.Time) (amr []string, err error)) (ExternalStart, error) {
 	if check == nil {
 		panic("stepup: External.Finish needs a check")
 	}
@@ -282,7 +288,9 @@ func (e *External) Finish(w http.ResponseWriter, r *http.Request, state string,
 	}
 	e.drop(c, xs)
 	out := x.export()
-	out.Token = c.result.Token
+	if out.State != "" {
+		out.User, out.Token = c.who.user, c.result.Token
+	}
 	return out, c.refused.external()
 }
 
@@ -324,7 +332,11 @@ func (e *External) Cancel(w http.ResponseWriter, r *http.Request, state, reason 
 			slog.String("method", e.m.Name), slog.String("cause", reason))
 	}
 	e.drop(c, xs)
-	return x.export(), c.refused.external()
+	out := x.export()
+	if out.State != "" {
+		out.User = c.who.user
+	}
+	return out, c.refused.external()
 }
 
 // callback runs the checks a callback starts with: GET and someone signed
@@ -407,8 +419,10 @@ func (e *External) claim(c *attempt, x externalStart) *refusal {
 
 // check runs the method's check and turns its answer into AMR values or a
 // refusal.
-func (e *External) check(c *attempt, x externalStart, check func(context.Context, webauthn.User, ExternalStart, time.Time) ([]string, error)) ([]string, *refusal) {
-	amr, err := check(c.ctx, c.who.user, x.export(), c.now)
+func (e *External) check(c *attempt, x externalStart, check func(context.Context, ExternalStart, time.Time) ([]string, error)) ([]string, *refusal) {
+	st := x.export()
+	st.User = c.who.user
+	amr, err := check(c.ctx, st, c.now)
 	var xe *ExternalError
 	switch {
 	case errors.As(err, &xe):

@@ -59,7 +59,7 @@ func ExampleExternal() {
 		http.Redirect(w, r, "/sso/callback?"+q.Encode(), http.StatusSeeOther)
 	})
 	mux.HandleFunc("GET /sso/callback", func(w http.ResponseWriter, r *http.Request) {
-		st, err := sso.Finish(w, r, r.FormValue("state"), func(ctx context.Context, u webauthn.User, st stepup.ExternalStart, now time.Time) ([]string, error) {
+		st, err := sso.Finish(w, r, r.FormValue("state"), func(ctx context.Context, st stepup.ExternalStart, now time.Time) ([]string, error) {
 			if !hmac.Equal([]byte(r.FormValue("answer")), []byte(nonce(st))) {
 				return nil, &stepup.ExternalError{Status: http.StatusBadRequest, Code: "verification_failed", Message: "Try again."}
 			}

@@ -68,8 +68,8 @@ func nonceOf(secret []byte) string {
 }
 
 // check is the method's own check of the IdP's answer.
-func (f *fakeMethod) check(answer string) func(context.Context, webauthn.User, stepup.ExternalStart, time.Time) ([]string, error) {
-	return func(_ context.Context, u webauthn.User, st stepup.ExternalStart, now time.Time) ([]string, error) {
+func (f *fakeMethod) check(answer string) func(context.Context, stepup.ExternalStart, time.Time) ([]string, error) {
+	return func(_ context.Context, st stepup.ExternalStart, now time.Time) ([]string, error) {
 		if f.down.Load() {
 			return nil, errors.New("the IdP is unreachable")
 		}
@@ -83,7 +83,7 @@ func (f *fakeMethod) check(answer string) func(context.Context, webauthn.User, s
 			return nil, &stepup.ExternalError{Status: 400, Code: "verification_failed", Message: "The sign-in could not be verified.", Err: errors.New("nonce")}
 		case at < st.At.Unix()-5 || at > now.Unix()+5:
 			return nil, &stepup.ExternalError{Status: 400, Code: "verification_failed", Message: "Sign in again.", Err: errors.New("stale sign-in")}
-		case parts[0] != f.subjects[u.WebAuthnName()]:
+		case parts[0] != f.subjects[st.User.WebAuthnName()]:
 			return nil, &stepup.ExternalError{Status: 403, Code: "credential_not_owned", Message: "You signed in as someone else.", Err: errors.New("sub " + parts[0])}
 		}
 		return []string{"fed"}, nil
