@@ -82,6 +82,7 @@ func run(addr, origin, dbPath string, ssoDev bool, log *slog.Logger) error {
 	}
 	opts := app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, DB: db, Logger: log}
 	if ssoDev {
+		slog.SetLogLoggerLevel(slog.LevelWarn) // the dev provider logs every request at INFO
 		idp, err := app.StartDevProvider(origin)
 		if err != nil {
 			return err
