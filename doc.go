@@ -91,6 +91,17 @@
 // the method's own check in between; the method writes the answers (a
 // redirect, a popup page). The oidc module is one.
 //
+// # Step-up tokens
+//
+// With Config.Tokens, a client may ask a ceremony for a step-up token as
+// well: the same grant in a signed envelope (a compact JWS, see
+// [TokenConfig]), for clients that keep no cookies and for other services.
+// Every challenge is then self-contained, so such a client finishes a
+// ceremony with nothing but the assertion. Gates accept the token in the
+// [TokenHeader] header under the rules of cookie grants; a refused bearer
+// request gets 401 with an RFC 9470 challenge. Other services check tokens
+// with [NewTokenVerifier] and the keys [StepUp.JWKSHandler] publishes.
+//
 // # Storage
 //
 // The step-up state lives in a gorilla/sessions session named

@@ -5,6 +5,10 @@
 // /reauth page. The rest is the demo's own sign-up and sign-in.
 import { bindReauthButton, fetchWithStepUp, reauthenticateWithSecret } from "/stepup.js";
 
+// The password step-up method: its field is the account's current password,
+// so that a password manager offers it (stepup.js knows no method names).
+const methodLabels = { password: { autocomplete: "current-password" } };
+
 // The page's buttons come disabled: a click before this script runs would
 // submit a form the page has not taken over yet. Each init enables its own.
 const page = document.body.dataset.page;
@@ -227,7 +231,7 @@ function sensitiveForm(id, url, { action, labels = {}, body, done }) {
             body: JSON.stringify(body(form)),
           },
           {
-            labels: { defaultAction: action, ...labels },
+            labels: { defaultAction: action, methods: methodLabels, ...labels },
             onReauth: (result) => {
               reauth = result;
             },
@@ -285,7 +289,7 @@ function initAddPasskey() {
           "/api/passkeys/begin",
           { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: "{}" },
           {
-            labels: { defaultAction: "add a passkey" },
+            labels: { defaultAction: "add a passkey", methods: methodLabels },
             onReauth: (result) => (reauth = result),
             ...(ssoOnly ? { confirm: () => toProvider().then(() => false) } : {}),
           },
