@@ -246,10 +246,11 @@ func (m *Method) available(ctx context.Context, user webauthn.User) (bool, error
 // {"scope", "operation", "return_to", "popup"} ("token" and "audience" too
 // with stepup.Config.Tokens); the refusals are those of
 // [stepup.External.Start] (405, 403, 401, 400, 409 method_unavailable,
-// 429, 503). It answers 200 {"redirect": URL}: the provider's
-// authorization URL with response_type=code, prompt=login, max_age=0,
-// nonce, state, a PKCE S256 code_challenge, login_hint and, when set,
-// acr_values. The page sends the browser there (or opens it in a popup).
+// 429, 503). It answers 200 {"redirect": URL, "state": state}: the
+// provider's authorization URL with response_type=code, prompt=login,
+// max_age=0, nonce, state, a PKCE S256 code_challenge, login_hint and, when
+// set, acr_values; and the start's state, which the popup's message names.
+// The page sends the browser there (or opens it in a popup).
 func (m *Method) StartHandler() http.Handler {
 	return http.HandlerFunc(m.serveStart)
 }
@@ -259,7 +260,7 @@ func (m *Method) serveStart(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return // Start wrote the refusal
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"redirect": m.authURL(st, m.loginHint(r.Context(), st.User))})
+	writeJSON(w, http.StatusOK, map[string]string{"redirect": m.authURL(st, m.loginHint(r.Context(), st.User)), "state": st.State})
 }
 
 // loginHint is Config.LoginHint's answer, or the subject; "" (no hint)

@@ -281,11 +281,15 @@ func TestStepUpAtTheProvider(t *testing.T) {
 	if _, out := a.post(a.browser("carol"), "/sso", ""); fmt.Sprint(out["methods"]) != "[]" {
 		t.Errorf("carol (no subject) is offered %v", out["methods"])
 	}
-	auth, err := url.Parse(a.start(b, `{"return_to":"/settings?tab=security"}`))
-	if err != nil {
-		t.Fatal(err)
+	status, out = a.post(b, "/api/reauth/sso", `{"return_to":"/settings?tab=security"}`)
+	auth, err := url.Parse(fmt.Sprint(out["redirect"]))
+	if err != nil || status != 200 {
+		t.Fatal(status, out, err)
 	}
 	q := auth.Query()
+	if out["state"] != q.Get("state") {
+		t.Errorf("the start answers state %v, the URL %s", out["state"], q.Get("state"))
+	}
 	for k, want := range map[string]string{"response_type": "code", "prompt": "login", "max_age": "0", "client_id": clientID,
 		"code_challenge_method": "S256", "login_hint": "sub-alice", "redirect_uri": a.srv.URL + "/sso/callback", "scope": "openid"} {
 		if q.Get(k) != want {
