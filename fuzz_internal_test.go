@@ -34,6 +34,8 @@ func FuzzSessionRecords(f *testing.F) {
 		{expires: 1764072130, challenge: bytes.Repeat([]byte{2}, 32), user: bytes.Repeat([]byte{3}, maxHandleLen), scope: []byte("password"), nonce: id, op: id},
 	}))
 	f.Add(encodeOperations([]pendingOp{{expires: 1, user: []byte("u"), digest: bytes.Repeat([]byte{4}, 32), description: []byte("Send 10 EUR")}}))
+	f.Add(encodeExternal([]externalStart{{expires: 1764072120, at: 1764072000, key: id, secret: bytes.Repeat([]byte{6}, 32), user: []byte("u"),
+		scope: []byte("payments"), method: []byte("sso"), returnTo: []byte("/settings?tab=1"), flags: externalPopup}}))
 	f.Add([]byte{recordVersion})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if gs, ok := decodeGrants(nil, b); ok {
@@ -49,6 +51,16 @@ func FuzzSessionRecords(f *testing.F) {
 		if ps, ok := decodePending(b); ok {
 			if again := encodePending(ps); len(ps) > maxPending || !bytes.Equal(again, b) {
 				t.Fatalf("pending not canonical: %x -> %x", b, again)
+			}
+		}
+		if xs, ok := decodeExternal(b); ok {
+			for _, x := range xs {
+				if len(x.key) != 16 || len(x.secret) != 32 || len(x.user) == 0 || len(x.method) == 0 || len(x.returnTo) == 0 {
+					t.Fatalf("accepted an out-of-range start %+v", x)
+				}
+			}
+			if again := encodeExternal(xs); len(xs) > maxExternal || !bytes.Equal(again, b) {
+				t.Fatalf("starts not canonical: %x -> %x", b, again)
 			}
 		}
 		if ops, ok := decodeOperations(b); ok {

@@ -162,6 +162,9 @@ func (s *StepUp) revokeTargets(r *http.Request, sess *sessions.Session, gs []gra
 	for _, p := range readPending(sess) {
 		add(p.user, value(sess, keySessionID))
 	}
+	for _, x := range readExternal(s.externalSession(r)) {
+		add(x.user, sessionTagOf(sess, x.signIn))
+	}
 	return out
 }
 
