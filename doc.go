@@ -176,7 +176,8 @@
 // is the error code, or "canceled" when an [External]'s other party did
 // not sign the user in), gate_denied, rate_limited, cross_origin_refused,
 // store_failed, method_error, webauthn_failed, description_cleaned,
-// options_issued, session_unreadable, clone_detected and grants_revoked,
+// unknown_method, options_issued, session_unreadable, clone_detected and
+// grants_revoked,
 // with the user handle and credential ID in base64url. Challenges,
 // signatures, secrets and cookie values are never logged.
 package stepup
