@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -118,6 +119,12 @@ type attempt struct {
 	description    string // a bound ceremony's description, as shown and signed
 	tokenRequested bool   // the client asked for a step-up token too
 	audience       string // for that audience only ("" for all)
+
+	// quiet: the caller writes the answer (an External's finish). fail and
+	// grant then write no body: they keep the refusal or the result here.
+	quiet   bool
+	refused *refusal
+	result  verifyResult
 }
 
 func (s *StepUp) newAttempt(w http.ResponseWriter, r *http.Request, who principal) *attempt {
@@ -160,7 +167,7 @@ func (s *StepUp) tooMany(r *http.Request, handle []byte, retry time.Duration, li
 func (c *attempt) fail(f *refusal) {
 	s := c.s
 	if f.limited {
-		writeRefusal(c.w, f)
+		c.answer(f)
 		return
 	}
 	if len(c.ps) > 0 {
@@ -180,7 +187,20 @@ func (c *attempt) fail(f *refusal) {
 	if f.status >= 500 && !c.keep {
 		c.giveBack()
 	}
-	writeRefusal(c.w, f)
+	c.answer(f)
+}
+
+// answer writes refusal f, or for a quiet attempt keeps it for the caller,
+// with only its Retry-After header set.
+func (c *attempt) answer(f *refusal) {
+	if !c.quiet {
+		writeRefusal(c.w, f)
+		return
+	}
+	if f.retry > 0 {
+		c.w.Header().Set("Retry-After", strconv.FormatInt(f.retry, 10))
+	}
+	c.refused = f
 }
 
 // proof is how a grant was earned, for the grant record and the log.
@@ -300,7 +320,23 @@ func (c *attempt) grant(p pending, g grantRecord, gs []grantRecord, m proof) {
 		}
 		s.event(c.r, slog.LevelInfo, EventReauthSucceeded, attrs...)
 	}
-	writeJSON(c.w, http.StatusOK, res)
+	c.result = res
+	if !c.quiet {
+		writeJSON(c.w, http.StatusOK, res)
+	}
+}
+
+// succeed records the grant that pending ceremony p earns with a method
+// other than a passkey, m, and answers: the success of a Method and of an
+// External alike.
+func (c *attempt) succeed(p pending, m proof) {
+	g := c.newGrant(p, m)
+	gs, dropped := c.nextGrants(p, g)
+	if f := c.record(g, dropped, nil, 0); f != nil {
+		c.fail(f)
+		return
+	}
+	c.grant(p, g, gs, m)
 }
 
 // putGrant writes the grants gs into the session, with what the new one

@@ -91,8 +91,9 @@ func (e *OperationError) refusal() *refusal {
 func validCode(code string) bool { return validName(code, 64, "_") }
 
 // bindOperation buffers the body, asks the gate's Bind function for the
-// operation and returns its digest and description.
-func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *refusal) {
+// operation and returns its digest and description; log receives the
+// refusal's cause. A StepUp's gates and a TokenVerifier's share it.
+func bindOperation(log *slog.Logger, g *gate, w http.ResponseWriter, r *http.Request) ([]byte, string, *refusal) {
 	var body []byte
 	if r.Body != nil && r.Body != http.NoBody {
 		var err error
@@ -114,7 +115,7 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 	op, description, err := g.bind(r)
 	rewind()
 	if err != nil {
-		s.event(r, slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
+		log.LogAttrs(r.Context(), slog.LevelInfo, EventGateDenied, slog.String("reason", "invalid_operation"), errAttr(err))
 		var oe *OperationError
 		if errors.As(err, &oe) {
 			return nil, "", oe.refusal()
@@ -123,7 +124,7 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 	}
 	sum := sha256.Sum256(op)
 	if clean := cleanDescription(description); clean != description {
-		s.event(r, slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
+		log.LogAttrs(r.Context(), slog.LevelWarn, EventDescriptionCleaned, slog.String("path", r.URL.Path),
 			slog.Int("bytes", len(description)), slog.Int("kept", len(clean)))
 		description = clean
 	}
@@ -134,12 +135,14 @@ func (s *StepUp) bindOperation(g *gate, w http.ResponseWriter, r *http.Request) 
 // what the user confirms: invisible format characters (Unicode category Cf,
 // the bidirectional controls U+202A-U+202E and U+2066-U+2069 among them)
 // are dropped, so that the text cannot be made to read otherwise than it
-// runs; control characters (Cc) become spaces; invalid UTF-8 becomes U+FFFD;
-// and it is cut to maxDescriptionLen bytes at a rune boundary.
+// runs; control characters (Cc) and the line and paragraph separators
+// (Zl, Zp: a native text view breaks the line there) become spaces; invalid
+// UTF-8 becomes U+FFFD; and it is cut to maxDescriptionLen bytes at a rune
+// boundary.
 func cleanDescription(d string) string {
 	clean := true
 	for _, r := range d {
-		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc) {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cf, unicode.Cc, unicode.Zl, unicode.Zp) {
 			clean = false
 			break
 		}
@@ -151,7 +154,7 @@ func cleanDescription(d string) string {
 	for _, r := range strings.ToValidUTF8(d, "\uFFFD") {
 		switch {
 		case unicode.Is(unicode.Cf, r):
-		case unicode.Is(unicode.Cc, r):
+		case unicode.In(r, unicode.Cc, unicode.Zl, unicode.Zp):
 			b.WriteByte(' ')
 		default:
 			b.WriteRune(r)

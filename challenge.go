@@ -64,9 +64,7 @@ func (t *tokens) open(b []byte) (ceremony, error) {
 		return ceremony{}, errNotSealed
 	}
 	payload, mac := b[:len(b)-sealedMACLen], b[len(b)-sealedMACLen:]
-	m := hmac.New(sha256.New, t.challenge)
-	m.Write(payload)
-	if !hmac.Equal(m.Sum(nil)[:sealedMACLen], mac) {
+	if !t.sealedByUs(payload, mac) {
 		return ceremony{}, errNotSealed
 	}
 	c, commit, ok := readSealed(payload)
@@ -75,6 +73,20 @@ func (t *tokens) open(b []byte) (ceremony, error) {
 	}
 	c.challenge = b
 	return c, nil
+}
+
+// sealedByUs reports whether mac authenticates payload under the challenge
+// key of one of t's keys (Keys[0] seals; a key being retired still opens
+// the challenges it sealed).
+func (t *tokens) sealedByUs(payload, mac []byte) bool {
+	for _, k := range t.keys {
+		m := hmac.New(sha256.New, k.challenge)
+		m.Write(payload)
+		if hmac.Equal(m.Sum(nil)[:sealedMACLen], mac) {
+			return true
+		}
+	}
+	return false
 }
 
 // readSealed decodes a sealed payload without authenticating it.

@@ -83,6 +83,25 @@
 // what the grant proved with [GrantFrom] and the gate's user with
 // [UserFrom].
 //
+// A method that finishes on another request, such as a sign-in at the
+// company's identity provider, is an [External] ([StepUp.ExternalMethod]):
+// [External.Start] makes a start pending in this browser (the limits, the
+// revocation state and a single-use key in the Registry, as for a passkey
+// ceremony) and [External.Finish] ends it when the user comes back, with
+// the method's own check in between; the method writes the answers (a
+// redirect, a popup page). The oidc module is one.
+//
+// # Step-up tokens
+//
+// With Config.Tokens, a client may ask a ceremony for a step-up token as
+// well: the same grant in a signed envelope (a compact JWS, see
+// [TokenConfig]), for clients that keep no cookies and for other services.
+// Every challenge is then self-contained, so such a client finishes a
+// ceremony with nothing but the assertion. Gates accept the token in the
+// [TokenHeader] header under the rules of cookie grants; a refused bearer
+// request gets 401 with an RFC 9470 challenge. Other services check tokens
+// with [NewTokenVerifier] and the keys [StepUp.JWKSHandler] publishes.
+//
 // # Storage
 //
 // The step-up state lives in a gorilla/sessions session named
@@ -136,6 +155,15 @@
 //	         400 challenge_expired       revoked while Check ran
 //	         500 internal_error          Available or Check failed (a Check error keeps its unit)
 //	         200 as for verify
+//	external start: as options (405, 403, 401, 400, 429, 503), then
+//	         409 method_unavailable      the user cannot use this method
+//	         200 (written by the method) the start is pending in this browser
+//	external finish (GET; the method writes the answer from Finish's *ExternalError):
+//	         400 challenge_expired       no start of this method pending here, expired, used, or revoked meanwhile (counts nothing)
+//	         403 credential_not_owned    started by another user or sign-in (counts a failure)
+//	         4xx the check's code        the method's check refused (counts a failure)
+//	         500 internal_error          the check failed on its own (logged as method_error)
+//	         303 (written by the method) to the start's return_to
 //	gate     401 no_active_session, 500 internal_error
 //	         503 service_unavailable     the Registry cannot be read
 //	         403 reauthentication_required with "max_age" in seconds,
@@ -145,9 +173,11 @@
 //
 // Config.Logger receives one record per event, its message the event name
 // (the Event constants): reauth_succeeded, reauth_failed (attribute "reason"
-// is the error code), gate_denied, rate_limited, cross_origin_refused,
+// is the error code, or "canceled" when an [External]'s other party did
+// not sign the user in), gate_denied, rate_limited, cross_origin_refused,
 // store_failed, method_error, webauthn_failed, description_cleaned,
-// options_issued, session_unreadable, clone_detected and grants_revoked,
+// unknown_method, options_issued, session_unreadable, clone_detected and
+// grants_revoked,
 // with the user handle and credential ID in base64url. Challenges,
 // signatures, secrets and cookie values are never logged.
 package stepup

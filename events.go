@@ -17,7 +17,7 @@ const (
 	EventGateDenied         = "gate_denied"      // the gate refused a request without a fresh grant
 	EventRateLimited        = "rate_limited"     // options or verify refused with 429
 	EventCrossOriginRefused = "cross_origin_refused"
-	EventStoreFailed        = "store_failed" // the UserStore, session store or Registry failed; "store" says which
+	EventStoreFailed        = "store_failed" // a store failed: the UserStore, the session store, the Registry, RecordEvidence or a token key; "store" says which
 	EventOptionsIssued      = "options_issued"
 	// EventSessionUnreadable: the step-up session did not decode (tampered,
 	// expired, an old key) and counts as empty; logged at DEBUG.

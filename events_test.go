@@ -5,6 +5,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -69,5 +74,45 @@ func TestNotOwnedIsASecurityEventWithTheContractMessage(t *testing.T) {
 	if len(ev) != 1 || ev[0]["reason"] != "credential_not_owned" || ev[0]["level"] != "WARN" ||
 		ev[0]["credential_id"] != base64.RawURLEncoding.EncodeToString(bob) {
 		t.Errorf("events %v", ev)
+	}
+}
+
+// TestEveryEventIsDocumented: every Event constant's value has a row in
+// docs/events.md and is named in doc.go, so that log consumers can rely on
+// the list.
+func TestEveryEventIsDocumented(t *testing.T) {
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "events.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, _ := os.ReadFile("docs/events.md")
+	pkgdoc, _ := os.ReadFile("doc.go")
+	n := 0
+	for _, decl := range f.Decls {
+		gd, ok := decl.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || !strings.HasPrefix(name.Name, "Event") {
+					continue // an alias of another constant
+				}
+				value, _ := strconv.Unquote(lit.Value)
+				n++
+				if !strings.Contains(string(table), "| `"+value+"` |") {
+					t.Errorf("%s (%q) has no row in docs/events.md", name.Name, value)
+				}
+				if !strings.Contains(string(pkgdoc), value) {
+					t.Errorf("%s (%q) is not named in doc.go", name.Name, value)
+				}
+			}
+		}
+	}
+	if n < 14 {
+		t.Errorf("found %d events in events.go", n)
 	}
 }

@@ -2,6 +2,8 @@ package stepup
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -102,25 +104,8 @@ type ReauthRequired struct {
 // It answers 403 rather than 401 so that clients do not take the refusal
 // for a sign-out. It panics if maxAge <= 0 or an option is invalid.
 func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) func(http.Handler) http.Handler {
-	if maxAge <= 0 || maxAge > maxGateAge {
-		panic("stepup: RequireRecentReauth expects 0 < maxAge <= 366 days")
-	}
-	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second), methods: []string{MethodPasskey}}
-	for _, o := range opts {
-		o(g)
-	}
-	if len(g.methods) == 0 {
-		panic("stepup: Methods() names no method")
-	}
-	for _, m := range g.methods {
-		if !validMethodName(m) {
-			panic(fmt.Sprintf("stepup: Methods(%q): a method name is 1 to 32 characters of a-z, 0-9, '_' and '-'", m))
-		}
-	}
+	g := newGate(maxAge, opts)
 	if g.scoped {
-		if !validScope(g.scope) {
-			panic(fmt.Sprintf("stepup: Scope(%q): a scope is 1 to 32 characters from a-z, 0-9, '.', '_' and '-'", g.scope))
-		}
 		s.scopes.Store(g.scope, true)
 	}
 	for {
@@ -137,6 +122,30 @@ func (s *StepUp) RequireRecentReauth(maxAge time.Duration, opts ...GateOption) f
 			s.serveGate(g, next, w, r)
 		})
 	}
+}
+
+// newGate makes the gate of maxAge and opts, the same for the gates of a
+// StepUp and of a TokenVerifier, and panics on nonsense.
+func newGate(maxAge time.Duration, opts []GateOption) *gate {
+	if maxAge <= 0 || maxAge > maxGateAge {
+		panic("stepup: RequireRecentReauth expects 0 < maxAge <= 366 days")
+	}
+	g := &gate{maxAge: maxAge, maxAgeSeconds: int64(maxAge / time.Second), methods: []string{MethodPasskey}}
+	for _, o := range opts {
+		o(g)
+	}
+	if len(g.methods) == 0 {
+		panic("stepup: Methods() names no method")
+	}
+	for _, m := range g.methods {
+		if !validMethodName(m) {
+			panic(fmt.Sprintf("stepup: Methods(%q): a method name is 1 to 32 characters of a-z, 0-9, '_' and '-'", m))
+		}
+	}
+	if g.scoped && !validScope(g.scope) {
+		panic(fmt.Sprintf("stepup: Scope(%q): a scope is 1 to 32 characters from a-z, 0-9, '.', '_' and '-'", g.scope))
+	}
+	return g
 }
 
 // accepts reports whether the gate accepts grants of method.
@@ -178,7 +187,7 @@ func (s *StepUp) serveGate(g *gate, next http.Handler, w http.ResponseWriter, r 
 	var description string
 	if g.bind != nil {
 		var e *refusal
-		if op, description, e = s.bindOperation(g, w, r); e != nil {
+		if op, description, e = bindOperation(s.log, g, w, r); e != nil {
 			writeError(w, *e)
 			return
 		}
@@ -240,22 +249,13 @@ func pickGrant(gs []grantRecord, p principal, gt *gate, op []byte, now time.Time
 // gs, before the wrapped handler runs. It returns "" to pass, or the reason
 // of the refusal.
 func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *sessions.Session, gs []grantRecord, g grantRecord, single bool) (Reason, *refusal) {
-	var ops [3]Op
-	var res [3]Result
-	failed, err := s.registry.Update(r.Context(), gateOps(&ops, g, single), res[:])
+	reason, err := judgeRecord(r.Context(), s.registry, g, single, true)
 	if err != nil {
 		s.storeFailed(r, "registry", err)
 		return "", &errUnavailable
 	}
-	switch {
-	case res[1].Value != g.userEpoch || res[2].Value != g.sessEpoch:
-		return ReasonRevoked, nil
-	case res[0].Value == grantUsed:
-		return ReasonUsed, nil
-	case res[0].Value != grantLive:
-		return ReasonExpired, nil // the Registry let its record expire
-	case failed >= 0:
-		return "", &errUnavailable // a condition failed that the values say held
+	if reason != "" {
+		return reason, nil
 	}
 	if i := slices.IndexFunc(gs, func(h grantRecord) bool { return bytes.Equal(h.id, g.id) }); single && i >= 0 {
 		writeGrants(sess, append(gs[:i:i], gs[i+1:]...))
@@ -263,6 +263,40 @@ func (s *StepUp) passGrant(w http.ResponseWriter, r *http.Request, sess *session
 			s.storeFailed(r, "session", err)
 			return "", &errInternal
 		}
+	}
+	return "", nil
+}
+
+// errRecordInconsistent is a Registry Update whose condition failed although
+// the values it found say that it held.
+var errRecordInconsistent = errors.New("registry: a condition failed that the values found say held")
+
+// judgeRecord asks reg whether grant g may pass, in one Update of gateOps:
+// its record is live and the revocation states it copied are current; for a
+// single-use gate the record goes from live to used in the same step. With
+// session false the session's state is left out: a token whose session tag
+// is unknown where it is read (a sid token at another service). It returns
+// "" to pass, or the reason of the refusal, or the Registry's error.
+func judgeRecord(ctx context.Context, reg Registry, g grantRecord, single, session bool) (Reason, error) {
+	var ops [3]Op
+	var res [3]Result
+	do := gateOps(&ops, g, single)
+	if !session {
+		do = do[:2]
+	}
+	failed, err := reg.Update(ctx, do, res[:len(do)])
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case res[1].Value != g.userEpoch || session && res[2].Value != g.sessEpoch:
+		return ReasonRevoked, nil
+	case res[0].Value == grantUsed:
+		return ReasonUsed, nil
+	case res[0].Value != grantLive:
+		return ReasonExpired, nil // the Registry let its record expire
+	case failed >= 0:
+		return "", errRecordInconsistent
 	}
 	return "", nil
 }
@@ -294,11 +328,7 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 		attrs = append(attrs, slog.String("token", ra.token.Error()))
 	}
 	s.event(r, slog.LevelInfo, EventGateDenied, attrs...)
-	status := errReauthNeeded.status
-	if info.Bearer {
-		w.Header().Set("WWW-Authenticate", bearerChallenge(g.maxAgeSeconds))
-		status = http.StatusUnauthorized
-	}
+	status := challengeBearer(w, info.Bearer, g)
 	switch {
 	case s.onReauthRequired != nil:
 		w.Header().Set("Cache-Control", "no-store")
@@ -306,14 +336,30 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 	case s.reauthURL != nil && g.bind == nil && !info.Bearer && isNavigation(r):
 		s.redirectToReauth(w, r)
 	default:
-		writeJSON(w, status, errorBody{
-			Error:     errReauthNeeded.code,
-			Message:   errReauthNeeded.message,
-			MaxAge:    &g.maxAgeSeconds,
-			Scope:     g.scope,
-			Operation: info.Operation,
-			Methods:   &info.Methods,
-		})
+		writeJSON(w, status, reauthBody(g, info.Operation, &info.Methods))
+	}
+}
+
+// challengeBearer returns the status of a gate's refusal: 401 with RFC
+// 9470's WWW-Authenticate challenge (set on w) for a bearer request, else
+// 403.
+func challengeBearer(w http.ResponseWriter, bearer bool, g *gate) int {
+	if !bearer {
+		return errReauthNeeded.status
+	}
+	w.Header().Set("WWW-Authenticate", bearerChallenge(g.maxAgeSeconds))
+	return http.StatusUnauthorized
+}
+
+// reauthBody is the JSON body of a gate's refusal.
+func reauthBody(g *gate, op *Operation, methods *[]string) errorBody {
+	return errorBody{
+		Error:     errReauthNeeded.code,
+		Message:   errReauthNeeded.message,
+		MaxAge:    &g.maxAgeSeconds,
+		Scope:     g.scope,
+		Operation: op,
+		Methods:   methods,
 	}
 }
 

@@ -118,10 +118,11 @@ func GrantFrom(ctx context.Context) (Grant, bool) {
 
 // UserFrom returns the signed-in user as the gate got it from
 // UserStore.CurrentUser, so that the wrapped handler need not ask again; false
-// outside a gate.
+// outside a gate, and behind a [TokenVerifier]'s gate, which has no
+// webauthn.User (the user is the handle its Subject returned).
 func UserFrom(ctx context.Context) (webauthn.User, bool) {
 	p, ok := ctx.Value(passedKey{}).(*passed)
-	if !ok {
+	if !ok || p.user == nil {
 		return nil, false
 	}
 	return p.user, true

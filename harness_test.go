@@ -190,6 +190,9 @@ type harness struct {
 	registry *faultyRegistry
 	cfg      stepup.Config
 	handled  atomic.Int64 // calls that reached the gated handler
+	// mount, when set, adds routes to every instance (before the first
+	// request): newHarnessWith sets it.
+	mount func(mux *http.ServeMux, su *stepup.StepUp, sensitive http.Handler)
 }
 
 // faultyRegistry is a real MemoryRegistry that can be made unreachable.
@@ -218,6 +221,12 @@ type harnessOption func(*stepup.Config)
 
 func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil, opts...)
+}
+
+// newHarnessWith is newHarness with mount adding routes to each instance.
+func newHarnessWith(t testing.TB, mount func(*http.ServeMux, *stepup.StepUp, http.Handler), opts ...harnessOption) *harness {
+	t.Helper()
 	wa, err := webauthn.New(&webauthn.Config{
 		RPID:          testRPID,
 		RPDisplayName: "Test",
@@ -233,6 +242,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		store: newFaultyStore(securecookie.GenerateRandomKey(32), securecookie.GenerateRandomKey(32)),
 		auth:  stepuptest.New(testOrigin),
 		log:   &syncBuffer{},
+		mount: mount,
 	}
 	h.registry = &faultyRegistry{MemoryRegistry: stepup.NewMemoryRegistry(10_000, h.clock.Now)}
 	for _, name := range []string{"alice", "bob"} {
@@ -324,6 +334,9 @@ func (h *harness) instanceWith(cfg stepup.Config) (*stepup.StepUp, *httptest.Ser
 			io.WriteString(w, at.At.UTC().Format(time.RFC3339))
 		}
 	})
+	if h.mount != nil {
+		h.mount(mux, su, sensitive)
+	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return su, srv

@@ -74,6 +74,9 @@ func (s *StepUp) MethodHandler(m Method) http.Handler {
 	}
 	mm := m
 	mm.AMR = append([]string(nil), m.AMR...)
+	if old, ok := s.methods.Load(m.Name); ok && old.(*Method).Check == nil {
+		panic("stepup: MethodHandler: " + m.Name + " is an external method")
+	}
 	s.methods.Store(m.Name, &mm)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveMethod(&mm, w, r) })
 }
@@ -87,12 +90,21 @@ func validMethod(m Method) error {
 	case m.Check == nil || m.Available == nil:
 		return fmt.Errorf("method %q needs Check and Available", m.Name)
 	}
-	if amr := strings.Join(m.AMR, " "); len(amr) > maxAMRLen || strings.ContainsAny(amr, "\t\n\r") {
-		return fmt.Errorf("method %q: AMR values must fit in %d bytes, without spaces inside", m.Name, maxAMRLen)
+	if err := validAMR(m.AMR); err != nil {
+		return fmt.Errorf("method %q: %v", m.Name, err)
 	}
-	for _, v := range m.AMR {
+	return nil
+}
+
+// validAMR checks AMR values before they enter a grant: together at most
+// 64 bytes, each non-empty, without white space.
+func validAMR(amr []string) error {
+	if all := strings.Join(amr, " "); len(all) > maxAMRLen || strings.ContainsAny(all, "\t\n\r") {
+		return fmt.Errorf("AMR values must fit in %d bytes, without spaces inside", maxAMRLen)
+	}
+	for _, v := range amr {
 		if v == "" || strings.Contains(v, " ") {
-			return fmt.Errorf("method %q: AMR value %q", m.Name, v)
+			return fmt.Errorf("AMR value %q", v)
 		}
 	}
 	return nil
@@ -124,14 +136,8 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 	if op != nil {
 		p.op = op.digest
 	}
-	available, err := m.Available(r.Context(), who.user)
-	if err != nil {
-		s.methodFailed(r, m, who, "Available", err)
-		writeError(w, errInternal)
-		return
-	}
-	if !available {
-		writeError(w, errMethodUnavailable)
+	if e := s.available(r, m, who); e != nil {
+		writeError(w, *e)
 		return
 	}
 	c := s.newAttempt(w, r, who)
@@ -151,15 +157,22 @@ func (s *StepUp) serveMethod(m *Method, w http.ResponseWriter, r *http.Request) 
 		c.keep = true
 		c.fail(refuse(errInternal, slog.LevelError, "Check failed"))
 	default:
-		mm := proof{name: m.Name, amr: m.AMR}
-		g := c.newGrant(p, mm)
-		gs, dropped := c.nextGrants(p, g)
-		if f := c.record(g, dropped, nil, 0); f != nil {
-			c.fail(f)
-			return
-		}
-		c.grant(p, g, gs, mm)
+		c.succeed(p, proof{name: m.Name, amr: m.AMR})
 	}
+}
+
+// available asks m's Available whether who can use m now: nil if so, 409
+// method_unavailable if not, 500 when it fails (logged as method_error).
+func (s *StepUp) available(r *http.Request, m *Method, who principal) *refusal {
+	ok, err := m.Available(r.Context(), who.user)
+	switch {
+	case err != nil:
+		s.methodFailed(r, m, who, "Available", err)
+		return &errInternal
+	case !ok:
+		return &errMethodUnavailable
+	}
+	return nil
 }
 
 // start is a method attempt's first Registry step (startOps): a unit of

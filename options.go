@@ -218,16 +218,22 @@ func (s *StepUp) startCeremony(r *http.Request, p principal, sess *sessions.Sess
 // or JSON with only the known fields.
 func readOptionsRequest(w http.ResponseWriter, r *http.Request) (optionsRequest, *refusal) {
 	var req optionsRequest
+	return req, readOptionalJSON(w, r, &req)
+}
+
+// readOptionalJSON reads an optional body of at most 4 KiB into v: empty,
+// or JSON with only v's fields.
+func readOptionalJSON(w http.ResponseWriter, r *http.Request, v any) *refusal {
 	body, e := readJSONBody(w, r, maxOptionsBody, errBadRequestBody)
 	if e != nil || len(bytes.TrimSpace(body)) == 0 {
-		return req, e
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() {
-		return req, &errBadRequestBody
+	if err := dec.Decode(v); err != nil || dec.More() {
+		return &errBadRequestBody
 	}
-	return req, nil
+	return nil
 }
 
 // withTimeout is a login option that sets the browser's timeout to the

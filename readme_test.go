@@ -53,3 +53,42 @@ type myUsers struct{ stepup.UserStore }
 		t.Fatalf("the README quickstart does not build: %v\n%s\n--- main.go\n%s", err, out, code)
 	}
 }
+
+// TestCIRunsTheReadmeTestCommand: .ci/run runs exactly the test command the
+// README shows (with -count=1 added to every go test), so that the two
+// cannot drift as modules are added.
+func TestCIRunsTheReadmeTestCommand(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci, err := os.ReadFile(".ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var shown string
+	for line := range strings.Lines(string(readme)) {
+		if strings.HasPrefix(line, "go test -race ./...") {
+			if shown != "" {
+				t.Fatal("the README shows two test commands")
+			}
+			shown = strings.TrimSpace(line)
+		}
+	}
+	if shown == "" {
+		t.Fatal("the README shows no test command (a line starting with go test -race ./...)")
+	}
+	var run string
+	for line := range strings.Lines(string(ci)) {
+		if i := strings.Index(line, "if ! ("); i >= 0 && strings.Contains(line, "go test -race") {
+			run = strings.TrimSpace(line[i+len("if ! ("):])
+			run = run[:strings.LastIndex(run, "); then")]
+		}
+	}
+	if run == "" {
+		t.Fatal(".ci/run runs no test command (an `if ! (go test -race ...); then` line)")
+	}
+	if want := strings.ReplaceAll(shown, " test -race ", " test -race -count=1 "); run != want {
+		t.Errorf(".ci/run runs\n\t%s\nthe README shows (with -count=1)\n\t%s", run, want)
+	}
+}

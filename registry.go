@@ -10,7 +10,10 @@ import (
 // more entry: it holds its maximum, or it is nearly full and the user the
 // entry belongs to already holds more than the users it refuses first.
 // stepup answers 503 and grants nothing. An entry is never dropped before it
-// expires, because that would let its challenge or grant be used again.
+// expires, because that would let its challenge or grant be used again. A
+// Registry returns it only when the update would make a key that is absent:
+// so RevokeUser and Revoke, refused it, succeed (the revocation state they
+// would replace does not exist, and nothing copied it).
 var ErrRegistryFull = errors.New("stepup: registry full")
 
 // Registry is the server-side state that makes challenges and one-time grants
@@ -74,7 +77,8 @@ const (
 	// OpSwap replaces one value with another. Condition: the key holds
 	// Value (0: it is absent). Applied: it holds New (0 deletes it), kept
 	// for at least TTL (0: the expiry is left as it is; a key made by Swap
-	// needs a positive TTL).
+	// needs a positive TTL, but a Swap whose condition fails makes nothing:
+	// that is a failed condition, never an error, whatever its TTL).
 	OpSwap
 )
 

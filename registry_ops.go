@@ -28,16 +28,25 @@ const (
 	opSession  = 3
 )
 
+// ceremonyGrace is how long past its start (a passkey ceremony: past its
+// challenge's lifetime) a ceremony keeps the revocation states it read:
+// long enough to record its grant, which then keeps them as long as it
+// lives (grantOps). A ceremony that makes no grant, such as every one of a
+// client that keeps no cookies and so has a new session tag each time,
+// leaves nothing for the longest gate's maxAge. A ceremony slower than that
+// is refused as revoked: the states it copied may be gone.
+const ceremonyGrace = time.Minute
+
 // optionsOps starts a passkey ceremony: the user must be under the failure
 // limit and takes a unit of the step-up limit; the revocation states are
-// read (made if absent, with the values rv proposes) and kept while a grant
-// of this ceremony could live; the challenge is issued for its lifetime.
+// read (made if absent, with the values rv proposes) and kept until the
+// ceremony can record its grant; the challenge is issued for its lifetime.
 func (s *StepUp) optionsOps(uid []byte, rv revocation, challenge []byte) []Op {
 	return []Op{
 		{Kind: OpBelow, Key: failureKey(uid), Limit: int64(s.maxFailures)},
 		{Kind: OpTake, Key: stepUpKey(uid), Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
-		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: s.ttl + s.grantLifetime()},
-		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: s.ttl + s.grantLifetime()},
+		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: s.ttl + ceremonyGrace},
+		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: s.ttl + ceremonyGrace},
 		{Kind: OpPut, Key: challengeKey(uid, challenge), Value: 1, TTL: s.ttl},
 	}
 }
@@ -48,8 +57,8 @@ func (s *StepUp) startOps(uid []byte, rv revocation) []Op {
 	return []Op{
 		{Kind: OpTake, Key: failureKey(uid), Limit: int64(s.maxFailures), TTL: s.window},
 		{Kind: OpTake, Key: stepUpKey(uid), Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
-		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: s.grantLifetime()},
-		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: s.grantLifetime()},
+		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: ceremonyGrace},
+		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: ceremonyGrace},
 	}
 }
 

@@ -74,9 +74,14 @@ func (rv revocation) bound(res []Result) revocation {
 // replaceState gives the revocation state under key a new value, in one
 // atomic write. The key keeps its expiry, which already outlives every grant
 // that copied the old value; a key that was absent (no live grant copied
-// anything from it) is made for a minute, to outlive the update itself.
+// anything from it) is made for a minute, to outlive the update itself. A
+// registry too full to make it (ErrRegistryFull: the one entry would be
+// new) is not a failure: there was nothing to revoke.
 func (s *StepUp) replaceState(ctx context.Context, key string) error {
 	_, _, err := s.update(ctx, []Op{{Kind: OpPut, Key: key, Value: newEpoch(), TTL: time.Minute}})
+	if errors.Is(err, ErrRegistryFull) {
+		return nil
+	}
 	return err
 }
 
@@ -87,7 +92,10 @@ func (s *StepUp) replaceState(ctx context.Context, key string) error {
 // at sign-out, and after a one-off action (such as deleting the account)
 // whose grant must not be reused. The session is the application's sign-in
 // session when the UserStore is a [SignInIdentifier], else the step-up
-// session (a random ID in its cookie).
+// session (a random ID in its cookie); for a client that keeps no cookies
+// (without a SignInIdentifier), the session of the step-up token the
+// request carries, if any: a token sent with no request that reaches
+// Revoke ends only at RevokeUser, its exp, or maxAge.
 //
 // It returns the Registry's and the session store's errors, if any; the
 // grants are dropped from the session even when the Registry fails (then an
@@ -142,12 +150,20 @@ func (s *StepUp) revokeTargets(r *http.Request, sess *sessions.Session, gs []gra
 		} else {
 			add(p.handle, value(sess, secSessionID))
 		}
+		// A client that keeps no cookies has no step-up session: without
+		// sign-in IDs, the session of its token is the one it names.
+		if g, ok, _ := s.tokenGrant(r, p); ok {
+			add(g.user, g.sid)
+		}
 	}
 	for _, g := range gs {
 		add(g.user, g.sid)
 	}
 	for _, p := range readPending(sess) {
 		add(p.user, value(sess, secSessionID))
+	}
+	for _, x := range readExternal(s.externalSession(r)) {
+		add(x.user, sessionTagOf(sess, x.signIn))
 	}
 	return out
 }

@@ -11,7 +11,8 @@ import (
 
 // script is the browser client, stepup.js: a dependency-free ES module that
 // exports reauthenticate, reauthenticateWithSecret, bindReauthButton,
-// fetchWithStepUp, confirmDialog, stepUpDialog and LABELS.
+// fetchWithStepUp, confirmDialog, stepUpDialog, LABELS and MESSAGES. It is
+// built from js/src (see docs/browser-client.md).
 //
 //go:embed stepup.js
 var script []byte

@@ -34,6 +34,7 @@ const (
 	secPending    = 'p'
 	secOperations = 'o'
 	secSessionID  = 's'
+	secExternal   = 'x' // in the External methods' own session (external.go)
 
 	// recordVersion 2 added the method, AMR, credential and flags of a
 	// grant; 3 the session tag and the revocation states a grant and a
@@ -325,7 +326,8 @@ func (s *StepUp) session(r *http.Request) *sessions.Session {
 var legacyKeys = [...]struct {
 	kind byte
 	key  string
-}{{secGrants, "stepup.grants"}, {secPending, "stepup.pending"}, {secOperations, "stepup.operations"}, {secSessionID, "stepup.sid"}}
+}{{secGrants, "stepup.grants"}, {secPending, "stepup.pending"}, {secOperations, "stepup.operations"}, {secSessionID, "stepup.sid"},
+	{secExternal, "stepup.external"}}
 
 // value returns section kind of sess, or nil. It is a slice of the stored
 // value, which put never changes in place.

@@ -127,7 +127,7 @@ type StepUp struct {
 	stepUpWindow time.Duration
 	signIns      SignInIdentifier // nil when Users does not implement it
 	scopes       sync.Map         // scope names of the gates made so far
-	methods      sync.Map         // name -> *Method, given to MethodHandler
+	methods      sync.Map         // name -> *Method, given to MethodHandler (or ExternalMethod: Check nil)
 	maxGateAge   atomic.Int64     // the longest maxAge of the gates made so far, in nanoseconds
 
 	onReauthRequired func(http.ResponseWriter, *http.Request, ReauthRequired)

@@ -31,16 +31,19 @@ const TokenHeader = "Stepup-Token"
 // TokenConfig turns on step-up tokens (see [Config].Tokens).
 type TokenConfig struct {
 	// Issuer is the "iss" of every token: an https URL naming this app
-	// (http only for localhost and 127.0.0.1). Required.
+	// (http only for localhost and 127.0.0.1), at most 255 bytes. Required.
 	Issuer string
 	// Audience is the "aud" of every token unless the client names one of
-	// them; Issuer is always added. Default []string{Issuer}.
+	// them (each at most 255 bytes); Issuer is always added. Default
+	// []string{Issuer}.
 	Audience []string
 	// Keys are ed25519.PrivateKey or *ecdsa.PrivateKey (P-256) values:
 	// Keys[0] signs, all are published by JWKSHandler, so a key being
 	// retired stays second until the tokens it signed have expired.
-	// Required. Keys[0] also derives the key that authenticates
-	// self-contained challenges.
+	// Required. Keys[0] also derives the keys that authenticate
+	// self-contained challenges and hash the sid claim; those of every key
+	// are accepted, so that ceremonies and tokens made before a rotation
+	// still pass.
 	Keys []crypto.Signer
 	// TTL is a token's lifetime from when it is made: 0 means 5 minutes;
 	// at most 1 hour.
@@ -53,6 +56,7 @@ const (
 	maxTokenTTL     = time.Hour
 	maxTokenHeader  = 4 << 10 // a token header over 4 KiB is refused before parsing
 	tokenLeeway     = 5 * time.Second
+	maxAudienceLen  = 255 // a self-contained challenge holds the audience asked for with a 1-byte length
 )
 
 // tokenKey is one of TokenConfig.Keys, ready to sign or verify.
@@ -62,6 +66,10 @@ type tokenKey struct {
 	method jwt.SigningMethod
 	kid    string // RFC 7638 thumbprint
 	jwk    jwk
+	// The HMAC keys it derives: of self-contained challenges, and of the
+	// sid claim. Keys[0]'s make them; every key's are accepted, so that a
+	// key being retired (second) keeps its tokens and ceremonies passing.
+	challenge, sid []byte
 }
 
 // tokens is the normalized TokenConfig.
@@ -70,8 +78,8 @@ type tokens struct {
 	audience  []string
 	keys      []tokenKey
 	ttl       time.Duration
-	challenge []byte // HMAC key of self-contained challenges
-	sid       []byte // HMAC key of the sid claim
+	challenge []byte // HMAC key of self-contained challenges (Keys[0]'s)
+	sid       []byte // HMAC key of the sid claim (Keys[0]'s)
 }
 
 // newTokens validates cfg and derives what tokens need.
@@ -90,8 +98,11 @@ func newTokens(cfg *TokenConfig) (*tokens, error) {
 		t.ttl = defaultTokenTTL
 	}
 	t.audience = append(t.audience, cfg.Issuer)
+	if len(cfg.Issuer) > maxAudienceLen {
+		return nil, fmt.Errorf("%w: Tokens.Issuer: over %d bytes", ErrInvalidConfig, maxAudienceLen)
+	}
 	for _, a := range cfg.Audience {
-		if a == "" || strings.ContainsAny(a, "\x00\r\n") {
+		if a == "" || len(a) > maxAudienceLen || strings.ContainsAny(a, "\x00\r\n") {
 			return nil, fmt.Errorf("%w: Tokens.Audience: %q", ErrInvalidConfig, a)
 		}
 		if a != cfg.Issuer {
@@ -100,22 +111,29 @@ func newTokens(cfg *TokenConfig) (*tokens, error) {
 	}
 	for i, k := range cfg.Keys {
 		tk, err := newTokenKey(k)
+		if err == nil {
+			err = tk.derive(k)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: Tokens.Keys[%d]: %v", ErrInvalidConfig, i, err)
 		}
 		t.keys = append(t.keys, tk)
 	}
-	secret, err := privateBytes(cfg.Keys[0])
-	if err != nil {
-		return nil, fmt.Errorf("%w: Tokens.Keys[0]: %v", ErrInvalidConfig, err)
-	}
-	if t.challenge, err = hkdf.Key(sha256.New, secret, nil, "stepup challenge v1", 32); err != nil {
-		return nil, err
-	}
-	if t.sid, err = hkdf.Key(sha256.New, secret, nil, "stepup sid v1", 32); err != nil {
-		return nil, err
-	}
+	t.challenge, t.sid = t.keys[0].challenge, t.keys[0].sid
 	return t, nil
+}
+
+// derive computes the HMAC keys that k derives.
+func (tk *tokenKey) derive(k crypto.Signer) error {
+	secret, err := privateBytes(k)
+	if err != nil {
+		return err
+	}
+	if tk.challenge, err = hkdf.Key(sha256.New, secret, nil, "stepup challenge v1", 32); err != nil {
+		return err
+	}
+	tk.sid, err = hkdf.Key(sha256.New, secret, nil, "stepup sid v1", 32)
+	return err
 }
 
 // checkIssuerURL accepts an absolute https URL, or http for localhost and
@@ -142,23 +160,42 @@ func newTokenKey(k crypto.Signer) (tokenKey, error) {
 		if len(key) != ed25519.PrivateKeySize {
 			return tokenKey{}, errors.New("an Ed25519 key of the wrong size")
 		}
-		pub := key.Public().(ed25519.PublicKey)
-		j := jwk{Kty: "OKP", Crv: "Ed25519", X: b64(pub), Alg: "EdDSA", Use: "sig"}
-		j.Kid = thumbprint(j)
-		return tokenKey{signer: key, public: pub, method: jwt.SigningMethodEdDSA, kid: j.Kid, jwk: j}, nil
 	case *ecdsa.PrivateKey:
+		if key == nil {
+			return tokenKey{}, errors.New("an ECDSA key must be on P-256")
+		}
+	default:
+		return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PrivateKey or *ecdsa.PrivateKey on P-256", k)
+	}
+	tk, err := publicTokenKey(k.Public())
+	tk.signer = k
+	return tk, err
+}
+
+// publicTokenKey checks that pub is an Ed25519 or P-256 public key and
+// computes its JWK and thumbprint: what verifying needs.
+func publicTokenKey(pub crypto.PublicKey) (tokenKey, error) {
+	switch key := pub.(type) {
+	case ed25519.PublicKey:
+		if len(key) != ed25519.PublicKeySize {
+			return tokenKey{}, errors.New("an Ed25519 key of the wrong size")
+		}
+		j := jwk{Kty: "OKP", Crv: "Ed25519", X: b64(key), Alg: "EdDSA", Use: "sig"}
+		j.Kid = thumbprint(j)
+		return tokenKey{public: key, method: jwt.SigningMethodEdDSA, kid: j.Kid, jwk: j}, nil
+	case *ecdsa.PublicKey:
 		if key == nil || key.Curve != elliptic.P256() {
 			return tokenKey{}, errors.New("an ECDSA key must be on P-256")
 		}
-		raw, err := key.PublicKey.Bytes() // 0x04 ‖ X ‖ Y, 32 bytes each
+		raw, err := key.Bytes() // 0x04 ‖ X ‖ Y, 32 bytes each
 		if err != nil {
 			return tokenKey{}, err
 		}
 		j := jwk{Kty: "EC", Crv: "P-256", X: b64(raw[1:33]), Y: b64(raw[33:]), Alg: "ES256", Use: "sig"}
 		j.Kid = thumbprint(j)
-		return tokenKey{signer: key, public: &key.PublicKey, method: jwt.SigningMethodES256, kid: j.Kid, jwk: j}, nil
+		return tokenKey{public: key, method: jwt.SigningMethodES256, kid: j.Kid, jwk: j}, nil
 	}
-	return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PrivateKey or *ecdsa.PrivateKey on P-256", k)
+	return tokenKey{}, fmt.Errorf("%T: keys are ed25519.PublicKey or *ecdsa.PublicKey on P-256", pub)
 }
 
 // privateBytes returns the secret bytes of a signing key.
@@ -219,10 +256,23 @@ type tokenRevocation struct {
 
 // sidOf returns the sid claim for sign-in tag signIn: a keyed hash, never
 // the application's sign-in ID.
-func (t *tokens) sidOf(signIn []byte) string {
-	m := hmac.New(sha256.New, t.sid)
+func (t *tokens) sidOf(signIn []byte) string { return sidUnder(t.sid, signIn) }
+
+func sidUnder(key, signIn []byte) string {
+	m := hmac.New(sha256.New, key)
 	m.Write(signIn)
 	return b64(m.Sum(nil)[:16])
+}
+
+// sidMatches reports whether sid is the sid claim of sign-in tag signIn
+// under the key of one of t's keys.
+func (t *tokens) sidMatches(sid string, signIn []byte) bool {
+	for _, k := range t.keys {
+		if hmac.Equal([]byte(sid), []byte(sidUnder(k.sid, signIn))) {
+			return true
+		}
+	}
+	return false
 }
 
 // sign makes the token of grant g, for audience ("" for all of
@@ -308,12 +358,27 @@ func verifyToken(raw string, keys func(kid string) (tokenKey, bool), issuer, aud
 	return &c, nil
 }
 
+// readToken is verifyToken, and the token must be the user handle's: the
+// rules of a token that every gate applies, a StepUp's and a
+// TokenVerifier's.
+func readToken(raw string, keys func(kid string) (tokenKey, bool), issuer, audience string, handle []byte, now func() time.Time) (*tokenClaims, error) {
+	c, err := verifyToken(raw, keys, issuer, audience, now)
+	if err != nil {
+		return nil, err
+	}
+	if c.Subject != b64(handle) {
+		return nil, fmt.Errorf("%w: another user's token", errToken)
+	}
+	return c, nil
+}
+
 // errUnknownKID is a token signed by no key known (yet).
 var errUnknownKID = errors.New("unknown kid")
 
 // grant returns the grant the claims describe, as a gate judges grants:
-// user, time, scope, operation, method, AMR, ID and revocation state. tag is
-// the session tag of its revocation state (the sign-in's, or the claims').
+// user, time, scope, operation, method, AMR, ID and revocation state. The
+// session tag of its revocation state is signIn, or else the claims' rev.t;
+// a token with a sid read without a sign-in (by a TokenVerifier) has none.
 func (c *tokenClaims) grant(signIn []byte) (grantRecord, error) {
 	var g grantRecord
 	user, err1 := strictB64.DecodeString(c.Subject)
@@ -335,8 +400,8 @@ func (c *tokenClaims) grant(signIn []byte) (grantRecord, error) {
 	if g.sessEpoch, err = strconv.ParseInt(c.Rev.Session, 10, 64); err != nil {
 		return g, fmt.Errorf("%w: revocation state", errToken)
 	}
-	g.sid = signIn
-	if len(signIn) == 0 {
+	g.sid = signIn // a token with a sid read without its sign-in (at another service) has no session tag
+	if len(signIn) == 0 && c.SID == "" {
 		if g.sid, err = strictB64.DecodeString(c.Rev.Tag); err != nil || len(g.sid) != sessionIDLen {
 			return g, fmt.Errorf("%w: session tag", errToken)
 		}
@@ -362,15 +427,12 @@ func (s *StepUp) tokenGrant(r *http.Request, p principal) (g grantRecord, ok boo
 	if raw == "" || s.tokens == nil {
 		return g, false, nil
 	}
-	c, err := verifyToken(raw, s.tokens.keyByKID, s.tokens.issuer, s.tokens.issuer, s.now)
+	c, err := readToken(raw, s.tokens.keyByKID, s.tokens.issuer, s.tokens.issuer, p.handle, s.now)
 	if err != nil {
 		return g, false, err
 	}
-	if c.Subject != b64(p.handle) {
-		return g, false, fmt.Errorf("%w: another user's token", errToken)
-	}
 	if len(p.signIn) > 0 {
-		if !hmac.Equal([]byte(c.SID), []byte(s.tokens.sidOf(p.signIn))) {
+		if !s.tokens.sidMatches(c.SID, p.signIn) {
 			return g, false, fmt.Errorf("%w: another sign-in's token", errToken)
 		}
 	} else if c.SID != "" {

@@ -53,6 +53,7 @@ func TestBrowser(t *testing.T) {
 		{name: "a user without a passkey confirms with the password and adds a first passkey behind it", run: testPasswordOnlyUser},
 		{name: "a passkey user is offered the password instead", run: testPasskeyUserOfferedPassword},
 		{name: "the dialog in another language shows no English", run: testTranslatedDialog, env: newBareEnv},
+		{name: "one ceremony at a time: a newer one, or the request's signal, closes the dialog", run: testOneCeremonyAtATime, env: newBareEnv},
 		{name: "the dialog keeps Tab inside, closes on Escape and gives the focus back", run: testDialogKeyboard, env: newBareEnv},
 		{name: "returnFocus, and a disabled opener gets the focus when enabled unless the user moved on", run: testReturnFocusOption, env: newBareEnv},
 		{name: "the focus goes back to the payment button once the app enables it", run: testFocusBackToDisabledButton},

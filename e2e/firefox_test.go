@@ -146,7 +146,24 @@ func startFirefox(t *testing.T, path string) browser {
 		}
 	}
 	t.Logf("Firefox %s started in %v", session.Capabilities.Version, time.Since(start).Round(time.Millisecond))
+	if major, _, _ := strings.Cut(session.Capabilities.Version, "."); atoiOr0(major) < oldestFirefox {
+		t.Skipf("Firefox %s is older than the oldest these tests support (ESR %d): install firefox-esr after apt-get update", session.Capabilities.Version, oldestFirefox)
+	}
 	return b
+}
+
+// oldestFirefox is the oldest Firefox ESR the tests drive: 140, which
+// Debian bookworm's main archive still carries. Its Marionette takes
+// WebAuthn:AddCredential's credential flat (see addCredential); 153 (in
+// bookworm-security) nests it.
+const oldestFirefox = 140
+
+func atoiOr0(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // call runs a Marionette command, bounded by commandTimeout and by the
@@ -330,17 +347,31 @@ func (p *firefoxPage) credentials() ([]credential, error) {
 	return creds, nil
 }
 
+// addCredential adds c to the page's virtual authenticator. Firefox 153
+// takes the credential nested under "credentials"; ESR 140 takes its
+// members at the top level and answers the nested form with "Expected
+// \"credentialId\" to be a string": that answer is retried flat.
 func (p *firefoxPage) addCredential(c credential) error {
+	fc := firefoxCredential{
+		CredentialID:         b64(c.ID),
+		IsResidentCredential: c.Resident,
+		RPID:                 c.RPID,
+		PrivateKey:           b64(c.PrivateKey),
+		UserHandle:           b64(c.UserHandle),
+		SignCount:            c.SignCount,
+	}
+	err := p.b.call("WebAuthn:AddCredential", map[string]any{"authenticatorId": p.auth, "credentials": fc}, nil)
+	if err == nil || !strings.Contains(err.Error(), `"credentialId" to be a string`) {
+		return err
+	}
 	return p.b.call("WebAuthn:AddCredential", map[string]any{
-		"authenticatorId": p.auth,
-		"credentials": firefoxCredential{
-			CredentialID:         b64(c.ID),
-			IsResidentCredential: c.Resident,
-			RPID:                 c.RPID,
-			PrivateKey:           b64(c.PrivateKey),
-			UserHandle:           b64(c.UserHandle),
-			SignCount:            c.SignCount,
-		},
+		"authenticatorId":      p.auth,
+		"credentialId":         fc.CredentialID,
+		"isResidentCredential": fc.IsResidentCredential,
+		"rpId":                 fc.RPID,
+		"privateKey":           fc.PrivateKey,
+		"userHandle":           fc.UserHandle,
+		"signCount":            fc.SignCount,
 	}, nil)
 }
 

@@ -184,3 +184,56 @@ func testTranslatedDialog(t *testing.T, e *env) {
 		t.Fatalf("with no method: %d %q, want the 403", r.Status, r.Text)
 	}
 }
+
+// testOneCeremonyAtATime: the open dialog is a ceremony like any other: a
+// newer one (here a secret posted by the page) closes it, and aborting its
+// request's signal closes it too; either way its request answers its 403
+// and onReauth says "aborted".
+func testOneCeremonyAtATime(t *testing.T, e *env) {
+	e.navigate("/")
+	start := func(path, init string) {
+		t.Helper()
+		e.run(fmt.Sprintf(`void (window.__result = import("/stepup.js").then((m) => (window.__stepup = m).fetchWithStepUp(%q, %s,
+			{ onReauth: (r) => { window.__reauth = r; } })).then((res) => res.status))`, path, init))
+	}
+	type reauth struct {
+		OK     bool   `json:"ok"`
+		Reason string `json:"reason"`
+	}
+	closed := `document.querySelector("dialog.stepup-confirm") === null`
+
+	// The request's signal.
+	e.run(`window.__abort = new AbortController()`)
+	start("/plain", `{ method: "POST", signal: window.__abort.signal }`)
+	e.waitFor(dialogOpen)
+	e.run(`window.__abort.abort()`)
+	e.waitFor(closed)
+	if got := eval[int](e, `window.__result`); got != 403 {
+		t.Errorf("with its signal aborted the request answered %d, want its 403", got)
+	}
+	if got := eval[reauth](e, `window.__reauth`); got != (reauth{Reason: "aborted"}) {
+		t.Errorf("onReauth got %+v, want aborted", got)
+	}
+
+	// A newer ceremony: the page posts the password itself.
+	start("/either", `{ method: "POST" }`)
+	e.waitFor(dialogOpen)
+	// Through the module the page imported: in Firefox, an import() in
+	// another script of the test may load another instance of it.
+	secret := eval[reauth](e, `window.__stepup.reauthenticateWithSecret("/api/reauth/password", "pw-ada")`)
+	if !secret.OK {
+		t.Fatalf("the newer ceremony got %+v, want a grant", secret)
+	}
+	e.waitFor(closed)
+	if got := eval[int](e, `window.__result`); got != 403 {
+		t.Errorf("the replaced dialog's request answered %d, want its 403", got)
+	}
+	if got := eval[reauth](e, `window.__reauth`); got != (reauth{Reason: "aborted"}) {
+		t.Errorf("onReauth got %+v, want aborted", got)
+	}
+	// The newer ceremony's grant holds: the same request goes through.
+	start("/either", `{ method: "POST" }`)
+	if got := eval[int](e, `window.__result`); got != 200 {
+		t.Errorf("after the newer ceremony the request answered %d, want 200", got)
+	}
+}

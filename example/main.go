@@ -14,6 +14,9 @@
 //	-origin   the address the browser uses, if not http://<addr>
 //	-db       the SQLite database file (default <user cache dir>/stepup-example/bank.db,
 //	          or under the temporary folder); ":memory:" keeps everything in memory
+//	-sso-dev  also run an OpenID provider in this process (its user and password are
+//	          printed at start): sign in with SSO, then confirm at the provider to
+//	          add a first passkey
 //
 // The step-up cookie keys come from STEPUP_HASH_KEY (32 or 64 bytes) and
 // STEPUP_BLOCK_KEY (16, 24 or 32 bytes), hex-encoded, or are made at start.
@@ -41,15 +44,16 @@ func main() {
 	addr := flag.String("addr", "localhost:8080", "address to listen on")
 	origin := flag.String("origin", "", "the origin the browser uses (default http://<addr>, with localhost for a loopback or empty host)")
 	dbPath := flag.String("db", "", `the SQLite database file, or ":memory:" (default <user cache dir>/stepup-example/bank.db)`)
+	ssoDev := flag.Bool("sso-dev", false, "also run an OpenID provider in this process, to sign in with SSO and confirm there")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(*addr, *origin, *dbPath, log); err != nil {
+	if err := run(*addr, *origin, *dbPath, *ssoDev, log); err != nil {
 		fmt.Fprintln(os.Stderr, "example:", err)
 		os.Exit(1)
 	}
 }
 
-func run(addr, origin, dbPath string, log *slog.Logger) error {
+func run(addr, origin, dbPath string, ssoDev bool, log *slog.Logger) error {
 	if origin == "" {
 		origin = originOf(addr)
 	}
@@ -76,7 +80,18 @@ func run(addr, origin, dbPath string, log *slog.Logger) error {
 	if hashKey == nil {
 		log.Info("made new cookie keys: a restart signs everyone out; set STEPUP_HASH_KEY and STEPUP_BLOCK_KEY (hex) to stay signed in, and keep confirmations, across restarts")
 	}
-	handler, err := app.New(app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, DB: db, Logger: log})
+	opts := app.Options{Origin: origin, HashKey: hashKey, BlockKey: blockKey, DB: db, Logger: log}
+	if ssoDev {
+		slog.SetLogLoggerLevel(slog.LevelWarn) // the dev provider logs every request at INFO
+		idp, err := app.StartDevProvider(origin)
+		if err != nil {
+			return err
+		}
+		defer idp.Close()
+		opts.SSO = &idp.SSO
+		fmt.Fprintf(os.Stderr, "SSO dev provider at %s: sign in as %s with the password %s\n", idp.Issuer, idp.Username, idp.Password)
+	}
+	handler, err := app.New(opts)
 	if err != nil {
 		return err
 	}

@@ -222,7 +222,7 @@ for i = 1, n do
 		failed = i - 1
 	end
 	if not s.v and ttl <= 0 and ((kind == 'take' and ok) or kind == 'init' or
-		(kind == 'put' and value ~= '0') or (kind == 'swap' and new ~= '0')) then
+		(kind == 'put' and value ~= '0') or (kind == 'swap' and ok and new ~= '0')) then
 		return redis.error_reply('ERR a new key needs a positive TTL')
 	end
 end

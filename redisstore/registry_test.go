@@ -419,6 +419,14 @@ var contractScenarios = []struct {
 		// Ops that make nothing need none.
 		do(get(kc), below(kc, 1), give(kc), put(kc, 0, 0), swap(kc, 0, 0, 0), take(kc, 0, 0)).fails(5),
 	}},
+	{"a swap whose condition fails makes nothing and needs no ttl reject", []step{
+		// A single-use gate's check of a grant whose record is gone: a
+		// failed condition (the gate refuses 403), not an error (503).
+		do(swap(ka, 1, 2, 0), swap(kb, 5, 5, 0), swap(kc, 7, 7, 0)).fails(0).want(none, none, none),
+		do(put(kb, 5, time.Minute), swap(ka, 1, 2, 0), swap(kb, 5, 5, 0)).fails(1),
+		is(ka, 0, 0),
+		is(kb, 0, 0),
+	}},
 	{"keys of two users in one update are an error and change nothing reject", []step{
 		do(get(ka), get(kOther)).errs(""),
 		do(put(ka, 1, time.Minute), put(kOther, 1, time.Minute)).errs(""),

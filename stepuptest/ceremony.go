@@ -153,11 +153,21 @@ func (a *Authenticator) Do(client *http.Client, req *http.Request, baseURL strin
 // the retried request. A failed ceremony is an *HTTPError or
 // [ErrNoCredential], and the request is not sent again.
 func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoints, opts ...Option) (*http.Response, error) {
+	return doWithStepUp(client, req, func(sr Request) error {
+		return a.ReauthenticateAt(req.Context(), client, ep, sr, opts...)
+	})
+}
+
+// doWithStepUp sends req; when the answer is a gate's refusal
+// (reauthentication_required: 403, or 401 to a bearer request), it runs
+// stepUp for the scope and operation the refusal names and sends the
+// identical request once more.
+func doWithStepUp(client *http.Client, req *http.Request, stepUp func(Request) error) (*http.Response, error) {
 	// Cloned before sending: a client with a cookie jar adds the cookies of
 	// the moment to the request it sends, and the retry needs fresh ones.
 	retry := req.Clone(req.Context())
 	resp, err := client.Do(req)
-	if err != nil || resp.StatusCode != http.StatusForbidden {
+	if err != nil || (resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnauthorized) {
 		return resp, err
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -180,7 +190,7 @@ func (a *Authenticator) DoAt(client *http.Client, req *http.Request, ep Endpoint
 	if refusal.Operation != nil {
 		sr.Operation = refusal.Operation.Digest
 	}
-	if err := a.ReauthenticateAt(req.Context(), client, ep, sr, opts...); err != nil {
+	if err := stepUp(sr); err != nil {
 		return nil, err
 	}
 	if req.GetBody != nil {
@@ -221,24 +231,6 @@ func (a *Authenticator) StepUpTokenAt(ctx context.Context, client *http.Client, 
 		return Token{}, err
 	}
 	return readToken(body)
-}
-
-// MethodToken steps up through a method handler (such as a password one)
-// at methodURL with secret, asking for a step-up token, and returns it.
-func MethodToken(ctx context.Context, client *http.Client, methodURL, secret string, req Request) (Token, error) {
-	req.Token = true
-	body, err := json.Marshal(struct {
-		Secret string `json:"secret"`
-		Request
-	}{secret, req})
-	if err != nil {
-		return Token{}, err
-	}
-	res, err := post(ctx, client, "method", methodURL, body)
-	if err != nil {
-		return Token{}, err
-	}
-	return readToken(res)
 }
 
 // readToken reads the token of a successful ceremony's body.

@@ -275,6 +275,9 @@ type page struct {
 	Data     string
 	// The ways the signed-in user can confirm on the /reauth page.
 	Passkey, Password bool
+	// SSO: the home page offers signing in with SSO; the /reauth page
+	// offers confirming at the provider.
+	SSO bool
 }
 
 type accountView struct {
@@ -292,6 +295,9 @@ type accountView struct {
 	DeleteMaxAge     string
 	DataMaxAge       string
 	AddPasskeyMaxAge string
+	// SSO: the user is linked to the SSO provider and can confirm there;
+	// SSOOnly: and has no other way to.
+	SSO, SSOOnly bool
 }
 
 type passkeyView struct {
@@ -306,12 +312,13 @@ type paymentView struct {
 var flashes = map[string]string{
 	"signedout": "You are signed out.",
 	"deleted":   "Your account was deleted.",
+	"ssofailed": "Signing in with SSO did not work. Try again.",
 }
 
 func (s *server) home(w http.ResponseWriter, r *http.Request) {
 	user, err := s.accounts.current(r)
 	if errors.Is(err, errSignedOut) {
-		s.render(w, "home.html", page{Title: "Welcome", Page: "home", Flash: flashes[r.URL.Query().Get("m")]})
+		s.render(w, "home.html", page{Title: "Welcome", Page: "home", Flash: flashes[r.URL.Query().Get("m")], SSO: s.sso != nil})
 		return
 	} else if err != nil {
 		s.pageFailed(w, r, err)
@@ -326,7 +333,7 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 }
 
 // methodNames say how a grant was made, after "with your".
-var methodNames = map[string]string{"passkey": "passkey", "password": "password"}
+var methodNames = map[string]string{"passkey": "passkey", "password": "password", "sso": "sign-in provider"}
 
 func (s *server) accountView(r *http.Request, u *User) (*accountView, error) {
 	payments, err := s.users.payments(r.Context(), u.ID, 5)
@@ -347,6 +354,13 @@ func (s *server) accountView(r *http.Request, u *User) (*accountView, error) {
 	}
 	if u.hasPassword() {
 		v.Password = "set " + s.ago(u.PasswordChanged)
+	}
+	if s.ssoStepUp != nil {
+		_, linked, err := s.users.ssoSubject(r.Context(), u.ID)
+		if err != nil {
+			return nil, err
+		}
+		v.SSO, v.SSOOnly = linked, linked && !u.hasPassword() && len(u.Passkeys) == 0
 	}
 	for _, p := range u.Passkeys {
 		pv := passkeyView{Created: s.ago(p.Created), LastUsed: "never", Synced: p.Credential.Flags.BackupEligible}
@@ -392,8 +406,15 @@ func (s *server) reauthPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	linked := false
+	if s.ssoStepUp != nil {
+		if _, linked, err = s.users.ssoSubject(r.Context(), user.ID); err != nil {
+			s.pageFailed(w, r, err)
+			return
+		}
+	}
 	s.render(w, "reauth.html", page{Title: "Confirm it's you", Page: "reauth", ReturnTo: stepup.ReturnTo(r),
-		Passkey: len(user.Passkeys) > 0, Password: user.hasPassword()})
+		Passkey: len(user.Passkeys) > 0, Password: user.hasPassword(), SSO: linked})
 }
 
 // dataPage shows what the demo stores about the user. It runs behind

@@ -15,6 +15,12 @@
 // navigates to: without a fresh confirmation it redirects to /reauth, which
 // confirms and sends the user back.
 //
+// With Options.SSO (the -sso-dev flag runs a provider in the process, see
+// [StartDevProvider]), users can also sign in with SSO: such an account
+// has no password and no passkey, and confirms by signing in at the
+// provider again (the stepup oidc module), which the gates for adding a
+// passkey and for the data page accept.
+//
 // Accounts, passkeys (through stepup's sqlstore) and payments are kept in
 // SQLite ([OpenDB]). Run it with `go -C example run .` from the repository
 // root.
@@ -43,6 +49,7 @@ import (
 	"github.com/gorilla/sessions"
 
 	"github.com/passkey-stepup/stepup"
+	stepupoidc "github.com/passkey-stepup/stepup/oidc"
 )
 
 // How recent a confirmation each sensitive action needs.
@@ -82,6 +89,10 @@ type Options struct {
 	Users *Users
 	// Logger receives the demo's and stepup's events. Default: discarded.
 	Logger *slog.Logger
+	// SSO, when set, is a provider to sign in with and to confirm at
+	// ("sso", accepted for adding a passkey and the data page). Default
+	// none.
+	SSO *SSO
 }
 
 //go:embed templates static
@@ -100,6 +111,8 @@ type server struct {
 	now         func() time.Time
 	log         *slog.Logger
 	pages       map[string]*template.Template
+	sso         *ssoSignIn         // nil without Options.SSO
+	ssoStepUp   *stepupoidc.Method // nil without Options.SSO
 }
 
 // New returns the demo as an http.Handler, or an error for invalid options.
@@ -132,6 +145,9 @@ func New(opts Options) (http.Handler, error) {
 	s.accounts = accounts{users: s.users, signIn: s.signIn, now: s.now}
 	s.signInLimit = &signInLimiter{now: s.now, failures: map[string]failures{}}
 	if err := s.newStepUp(opts, secure); err != nil {
+		return nil, err
+	}
+	if err := s.newSSO(opts.SSO); err != nil {
 		return nil, err
 	}
 	if s.pages, err = parsePages(); err != nil {
@@ -246,11 +262,17 @@ func (s *server) routes() http.Handler {
 	// The methods a gate accepts. A grant records how it was made, and a
 	// gate passes only grants of the methods it names.
 	passkeyOrPassword := stepup.Methods("passkey", "password")
+	// With SSO, signing in again at the provider confirms too, where it
+	// must: an SSO-only user has nothing else to add a first passkey with.
+	orSSO := passkeyOrPassword
+	if s.ssoStepUp != nil {
+		orSSO = stepup.Methods("passkey", "password", "sso")
+	}
 	mux := http.NewServeMux()
 
 	mux.HandleFunc("GET /{$}", s.home)
 	mux.HandleFunc("GET /reauth", s.reauthPage)
-	mux.Handle("GET /account/data", gate(DataMaxAge, passkeyOrPassword)(http.HandlerFunc(s.dataPage)))
+	mux.Handle("GET /account/data", gate(DataMaxAge, orSSO)(http.HandlerFunc(s.dataPage)))
 	static, _ := fs.Sub(files, "static")
 	mux.Handle("GET /static/", noCache(http.StripPrefix("/static/", http.FileServerFS(static))))
 
@@ -260,6 +282,12 @@ func (s *server) routes() http.Handler {
 	mux.Handle("POST /api/reauth/options", s.su.OptionsHandler())
 	mux.Handle("POST /api/reauth/verify", s.su.VerifyHandler())
 	mux.Handle("POST /api/reauth/password", s.su.MethodHandler(passwordMethod()))
+	if s.ssoStepUp != nil {
+		mux.Handle("POST /api/reauth/sso", s.ssoStepUp.StartHandler())
+		mux.Handle("GET "+ssoStepUpCallback, s.ssoStepUp.CallbackHandler())
+		mux.HandleFunc("POST /api/signin/sso", s.ssoSignInBegin)
+		mux.HandleFunc("GET "+ssoSignInCallback, s.ssoSignInFinish)
+	}
 
 	// The demo's own accounts.
 	mux.HandleFunc("POST /api/signup/begin", s.signUpBegin)
@@ -281,7 +309,7 @@ func (s *server) routes() http.Handler {
 	// computer, a session left open) would add a passkey of their own and
 	// then pass every later step-up with it, payments included: a passkey
 	// proves only that its holder is the one who registered it.
-	mux.Handle("POST /api/passkeys/begin", gate(AddPasskeyMaxAge, passkeyOrPassword)(http.HandlerFunc(s.addPasskeyBegin)))
+	mux.Handle("POST /api/passkeys/begin", gate(AddPasskeyMaxAge, orSSO)(http.HandlerFunc(s.addPasskeyBegin)))
 	mux.HandleFunc("POST /api/passkeys/finish", s.addPasskeyFinish)
 
 	// Every unsafe request from another site is refused, before any

@@ -75,6 +75,12 @@ var schema = []string{
     at          INTEGER NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS payments_user ON payments (user_handle, id)`,
+	// The subject (sub) at the SSO provider of a user who signed in with
+	// it: what the provider must sign in again for the user to confirm.
+	`CREATE TABLE IF NOT EXISTS sso_links (
+    subject     TEXT NOT NULL PRIMARY KEY,
+    user_handle BLOB NOT NULL UNIQUE REFERENCES users (handle) ON DELETE CASCADE
+)`,
 	// When each passkey was added and last used, for the account page. A
 	// row goes with its passkey.
 	`CREATE TABLE IF NOT EXISTS passkey_use (

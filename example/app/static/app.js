@@ -5,6 +5,10 @@
 // /reauth page. The rest is the demo's own sign-up and sign-in.
 import { bindReauthButton, fetchWithStepUp, reauthenticateWithSecret } from "/stepup.js";
 
+// The password step-up method: its field is the account's current password,
+// so that a password manager offers it (stepup.js knows no method names).
+const methodLabels = { password: { autocomplete: "current-password" } };
+
 // The page's buttons come disabled: a click before this script runs would
 // submit a form the page has not taken over yet. Each init enables its own.
 const page = document.body.dataset.page;
@@ -34,6 +38,28 @@ function initHome() {
 
   passwordForm("signup-password-form", "/api/signup/password", "Account created. Signing you in…");
   passwordForm("signin-password-form", "/api/signin/password", "Signing you in…");
+
+  const sso = document.getElementById("sso-signin");
+  if (sso) {
+    sso.addEventListener("click", () => busy(sso, () => goToProvider("/api/signin/sso", {}, document.getElementById("sso-signin-status"))));
+    sso.disabled = false;
+  }
+}
+
+// goToProvider asks url (the SSO sign-in, or the "sso" step-up) where to
+// go at the sign-in provider, and goes: the provider sends the browser back
+// to the server, which signs in, or confirms and returns to return_to.
+async function goToProvider(url, body, status) {
+  show(status, "busy", "Taking you to your sign-in provider…");
+  try {
+    const res = await postJSON(url, body);
+    if (!res.ok || !res.data || typeof res.data.redirect !== "string") {
+      return show(status, "error", messageOf(res));
+    }
+    location.assign(res.data.redirect);
+  } catch (err) {
+    show(status, "error", errorMessage(err));
+  }
 }
 
 // passwordForm posts a name and password to url (sign-up or sign-in) and
@@ -205,7 +231,7 @@ function sensitiveForm(id, url, { action, labels = {}, body, done }) {
             body: JSON.stringify(body(form)),
           },
           {
-            labels: { defaultAction: action, ...labels },
+            labels: { defaultAction: action, methods: methodLabels, ...labels },
             onReauth: (result) => {
               reauth = result;
             },
@@ -241,6 +267,16 @@ function sensitiveForm(id, url, { action, labels = {}, body, done }) {
 function initAddPasskey() {
   const button = document.getElementById("passkey-add");
   const status = document.getElementById("passkey-status");
+  // Confirming at the SSO provider is a round trip through its pages (the
+  // browser part of stepup.js does not offer it yet): a button of its own,
+  // and for an SSO-only user the one way the gate's 403 leaves.
+  const sso = document.getElementById("sso-confirm");
+  const toProvider = () => goToProvider("/api/reauth/sso", { return_to: "/#passkeys-title" }, status);
+  if (sso) {
+    sso.addEventListener("click", () => busy(sso, toProvider));
+    sso.disabled = false;
+  }
+  const ssoOnly = sso && sso.dataset.ssoOnly === "true";
   button.addEventListener("click", () =>
     busy(button, async () => {
       if (!supportsJSON("parseCreationOptionsFromJSON")) {
@@ -252,7 +288,11 @@ function initAddPasskey() {
         const res = await fetchWithStepUp(
           "/api/passkeys/begin",
           { method: "POST", headers: { "Content-Type": "application/json", Accept: "application/json" }, body: "{}" },
-          { labels: { defaultAction: "add a passkey" }, onReauth: (result) => (reauth = result) },
+          {
+            labels: { defaultAction: "add a passkey", methods: methodLabels },
+            onReauth: (result) => (reauth = result),
+            ...(ssoOnly ? { confirm: () => toProvider().then(() => false) } : {}),
+          },
         );
         const options = await readJSON(res);
         if (!res.ok) {
@@ -327,6 +367,11 @@ function initReauth() {
   if (button) {
     bindReauthButton(button, { onResult });
     button.disabled = false;
+  }
+  const sso = document.getElementById("reauth-sso");
+  if (sso) {
+    sso.addEventListener("click", () => busy(sso, () => goToProvider("/api/reauth/sso", { return_to: back }, status)));
+    sso.disabled = false;
   }
   const form = document.getElementById("reauth-password-form");
   if (form) {
