@@ -234,7 +234,8 @@ func (c *attempt) newGrant(p pending, m proof) grantRecord {
 // new plain grant replaces the older one of its scope and method; bound
 // grants are each for one operation; the oldest go past maxGrants.
 func (c *attempt) nextGrants(p pending, g grantRecord) (gs, dropped []grantRecord) {
-	for _, old := range readGrants(nil, c.sess) {
+	var buf [maxGrants]grantRecord // decoded in place: each is copied out
+	for _, old := range readGrants(buf[:0], c.sess) {
 		if len(p.op) > 0 || !old.matches(c.who, string(p.scope), nil) || !bytes.Equal(old.method, g.method) {
 			gs = append(gs, old)
 		} else {

@@ -265,7 +265,7 @@ func (c *attempt) checkAssertion(a *protocol.ParsedCredentialAssertionData, p pe
 		UserID:           owner,
 		UserVerification: protocol.VerificationRequired,
 	}
-	updated, err := c.s.wa.ValidateLogin(credentialOwner{id: owner, cred: cred}, data, a)
+	updated, err := c.s.wa.ValidateLogin(&credentialOwner{id: owner, creds: [1]webauthn.Credential{cred}}, data, a)
 	if err != nil {
 		return nil, refuse(errVerifyFailed, slog.LevelWarn, describe(err))
 	}
@@ -324,18 +324,17 @@ func describe(err error) string {
 }
 
 // credentialOwner is the webauthn.User that go-webauthn verifies against: the
-// owner of the presented credential, with that one credential.
+// owner of the presented credential, with that one credential (kept in an
+// array, so that WebAuthnCredentials returns it without a copy).
 type credentialOwner struct {
-	id   []byte
-	cred webauthn.Credential
+	id    []byte
+	creds [1]webauthn.Credential
 }
 
-func (o credentialOwner) WebAuthnID() []byte { return o.id }
+func (o *credentialOwner) WebAuthnID() []byte { return o.id }
 
-func (o credentialOwner) WebAuthnName() string { return "" }
+func (o *credentialOwner) WebAuthnName() string { return "" }
 
-func (o credentialOwner) WebAuthnDisplayName() string { return "" }
+func (o *credentialOwner) WebAuthnDisplayName() string { return "" }
 
-func (o credentialOwner) WebAuthnCredentials() []webauthn.Credential {
-	return []webauthn.Credential{o.cred}
-}
+func (o *credentialOwner) WebAuthnCredentials() []webauthn.Credential { return o.creds[:] }
