@@ -281,7 +281,8 @@ func (e *benchEnv) checkFullSession(b *testing.B, su *stepup.StepUp, cookie stri
 
 // BenchmarkAlternating runs a floor and stepup's handler in turn, one call
 // of each per iteration (the order swapped every iteration), on the same
-// requests as BenchmarkOptions and BenchmarkVerify, and times every call. It
+// requests as BenchmarkOptions, BenchmarkVerify and BenchmarkGate's
+// load=cookie, and times every call. It
 // reports the median call of each side (floor-ns, stepup-ns) and their
 // ratio (stepup-ns / floor-ns). On a machine shared with other jobs both
 // sides then run under the same load, call by call, and the medians leave
@@ -289,6 +290,7 @@ func (e *benchEnv) checkFullSession(b *testing.B, su *stepup.StepUp, cookie stri
 // sub-benchmarks of BenchmarkOptions and BenchmarkVerify each see the load
 // of their own second. ns/op is the pair.
 func BenchmarkAlternating(b *testing.B) {
+	b.Run("path=gate/load=cookie", func(b *testing.B) { alternateGate(b, newBenchEnv(b, 1, nil)) })
 	for _, n := range []int{1, 50} {
 		e := newBenchEnv(b, n, nil)
 		b.Run(fmt.Sprintf("path=options/passkeys=%d", n), func(b *testing.B) {
@@ -332,6 +334,31 @@ func BenchmarkAlternating(b *testing.B) {
 			})
 		})
 	}
+}
+
+// alternateGate is BenchmarkAlternating's gate pair: the floor's gate and
+// stepup's on a new request each (each decodes its cookie), stepup's cookie
+// the one its verify leaves (a grant and the session's ID), the floor's its
+// grant.
+func alternateGate(b *testing.B, e *benchEnv) {
+	f, su := newFloor(e), e.benchStepUp(b)
+	floorBase := e.request(http.MethodGet, "/sensitive", nil, f.grantCookie(b))
+	suBase := e.request(http.MethodGet, "/sensitive", nil, e.grant(b, su, ""))
+	floor, gate := f.gate(benchMaxAge, nopHandler), su.RequireRecentReauth(benchMaxAge)(nopHandler)
+	w := newBenchWriter()
+	alternate(b, func(int) {
+		w.reset()
+		floor.ServeHTTP(w, cloneRequest(floorBase))
+		if w.status() != http.StatusOK {
+			b.Fatalf("floor gate: status %d", w.status())
+		}
+	}, func(int) {
+		w.reset()
+		gate.ServeHTTP(w, cloneRequest(suBase))
+		if w.status() != http.StatusOK {
+			b.Fatalf("gate: status %d", w.status())
+		}
+	})
 }
 
 // alternate calls floor(i) and stepup(i) in iteration i of b.N, in turn,
