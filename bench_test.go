@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/sessions"
+
 	"github.com/passkey-stepup/stepup"
 )
 
@@ -281,8 +283,8 @@ func (e *benchEnv) checkFullSession(b *testing.B, su *stepup.StepUp, cookie stri
 
 // BenchmarkAlternating runs a floor and stepup's handler in turn, one call
 // of each per iteration (the order swapped every iteration), on the same
-// requests as BenchmarkOptions, BenchmarkVerify and BenchmarkGate's
-// load=cookie, and times every call. It
+// requests as BenchmarkOptions, BenchmarkVerify, BenchmarkGate's
+// load=cookie and BenchmarkCookie, and times every call. It
 // reports the median call of each side (floor-ns, stepup-ns) and their
 // ratio (stepup-ns / floor-ns). On a machine shared with other jobs both
 // sides then run under the same load, call by call, and the medians leave
@@ -291,6 +293,11 @@ func (e *benchEnv) checkFullSession(b *testing.B, su *stepup.StepUp, cookie stri
 // of their own second. ns/op is the pair.
 func BenchmarkAlternating(b *testing.B) {
 	b.Run("path=gate/load=cookie", func(b *testing.B) { alternateGate(b, newBenchEnv(b, 1, nil)) })
+	b.Run("path=cookie", func(b *testing.B) {
+		e := newBenchEnv(b, 1, nil)
+		cs, w := cookieCases(b, e), newBenchWriter()
+		alternate(b, func(int) { cs[0].serve(b, e, w) }, func(int) { cs[1].serve(b, e, w) })
+	})
 	for _, n := range []int{1, 50} {
 		e := newBenchEnv(b, n, nil)
 		b.Run(fmt.Sprintf("path=options/passkeys=%d", n), func(b *testing.B) {
@@ -332,6 +339,69 @@ func BenchmarkAlternating(b *testing.B) {
 					b.Fatalf("verify %d: status %d", i, w.code)
 				}
 			})
+		})
+	}
+}
+
+// cookieCase is one side's session cookie as the options handler meets it:
+// the cookie the request carries (the user stepped up once before) and the
+// session options saves (that grant and one pending challenge).
+type cookieCase struct {
+	impl, name string
+	in         *http.Request
+	out        *sessions.Session
+	inBytes    int
+	outBytes   int
+}
+
+func cookieCases(b *testing.B, e *benchEnv) []cookieCase {
+	f, su := newFloor(e), e.benchStepUp(b)
+	granted := e.grant(b, su, "")
+	_, pending := e.options(b, su, granted)
+	w := serve(b, f.options(false), e.request(http.MethodPost, "/api/reauth/options", nil, f.grantCookie(b)), http.StatusOK)
+	cases := []cookieCase{
+		{impl: "floor", name: floorSession, in: e.request(http.MethodPost, "/", nil, f.grantCookie(b)), inBytes: len(f.grantCookie(b))},
+		{impl: "stepup", name: "stepup", in: e.request(http.MethodPost, "/", nil, granted), inBytes: len(granted)},
+	}
+	for i, out := range []string{responseCookie(w, floorSession, ""), pending} {
+		sess, err := e.cookies.Get(e.request(http.MethodPost, "/", nil, out), cases[i].name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cases[i].out, cases[i].outBytes = sess, len(out)
+	}
+	return cases
+}
+
+// serve decodes c's cookie on a new request and saves c's session.
+func (c cookieCase) serve(b *testing.B, e *benchEnv, w *benchWriter) {
+	w.reset()
+	if _, err := e.cookies.Get(cloneRequest(c.in), c.name); err != nil {
+		b.Fatal(err)
+	}
+	if err := e.cookies.Save(c.in, w, c.out); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkCookie is the session cookie alone, as the options handler meets
+// it (cookieCases): decode the cookie a request carries, save the session
+// options writes; the same CookieStore on both sides. in-bytes and
+// out-bytes are the two cookies' name=value lengths. Options minus this is
+// what the handlers do besides the cookie.
+func BenchmarkCookie(b *testing.B) {
+	e := newBenchEnv(b, 1, nil)
+	for _, c := range cookieCases(b, e) {
+		b.Run("impl="+c.impl, func(b *testing.B) {
+			w := newBenchWriter()
+			b.ReportAllocs()
+			cpu := startCPU()
+			for b.Loop() {
+				c.serve(b, e, w)
+			}
+			cpu.report(b)
+			b.ReportMetric(float64(c.inBytes), "in-bytes")
+			b.ReportMetric(float64(c.outBytes), "out-bytes")
 		})
 	}
 }
