@@ -14,6 +14,7 @@ package stepup_test
 // BENCHMARKS.md has the results and what they mean.
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -427,6 +428,39 @@ func alternateGate(b *testing.B, e *benchEnv) {
 		gate.ServeHTTP(w, cloneRequest(suBase))
 		if w.status() != http.StatusOK {
 			b.Fatalf("gate: status %d", w.status())
+		}
+	})
+}
+
+// nopRegistry is a Registry that does nothing and finds nothing. No
+// StepUp may run on it (it makes challenges and grants reusable and turns
+// off every limit); BenchmarkOptionsRegistryShare uses it to measure what
+// the MemoryRegistry's part of the options handler costs.
+type nopRegistry struct{}
+
+func (nopRegistry) Update(context.Context, []stepup.Op, []stepup.Result) (int, error) { return -1, nil }
+
+// BenchmarkOptionsRegistryShare is BenchmarkAlternating's options pair at 1
+// passkey with stepup on nopRegistry (the floor keeps its MemoryRegistry):
+// its ratio against path=options/passkeys=1 is the share of the ratio that
+// the MemoryRegistry's update (five operations against the floor's one)
+// takes. The keys are still built.
+func BenchmarkOptionsRegistryShare(b *testing.B) {
+	e := newBenchEnv(b, 1, nil)
+	f := newFloor(e)
+	su := e.newStepUp(b, func(c *stepup.Config) { c.MaxStepUps = math.MaxInt32; c.Registry = nopRegistry{} })
+	floorBase := e.request(http.MethodPost, "/api/reauth/options", nil, f.grantCookie(b))
+	suBase := e.request(http.MethodPost, "/api/reauth/options", nil, e.grant(b, e.benchStepUp(b), ""))
+	floor, options := f.options(false), su.OptionsHandler()
+	w := newBenchWriter()
+	alternate(b, func(int) {
+		w.reset()
+		floor.ServeHTTP(w, cloneRequest(floorBase))
+	}, func(int) {
+		w.reset()
+		options.ServeHTTP(w, cloneRequest(suBase))
+		if w.code != http.StatusOK {
+			b.Fatalf("options: status %d", w.code)
 		}
 	})
 }
