@@ -147,6 +147,9 @@ func (f *fakeMethod) callback(ext *stepup.External) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("X-Test-Token", st.Token)
+		if !st.ReauthenticatedAt.IsZero() {
+			w.Header().Set("X-Test-Granted-At", st.ReauthenticatedAt.Format(time.RFC3339))
+		}
 		http.Redirect(w, r, st.ReturnTo, http.StatusSeeOther)
 	}
 }
@@ -216,6 +219,9 @@ func TestExternalGrantOpensGatesThatAcceptIt(t *testing.T) {
 		t.Errorf("erin's methods %v, want []", r.body["methods"])
 	}
 	r = h.fakeStepUp(f, c, "alice", `{"return_to":"/after?x=1"}`, "/after?x=1")
+	if at := r.header.Get("X-Test-Granted-At"); at != h.clock.Now().UTC().Truncate(time.Second).Format(time.RFC3339) {
+		t.Errorf("Finish's ReauthenticatedAt %q, want the grant's time", at)
+	}
 	if sc := strings.Join(r.header.Values("Set-Cookie"), "\n"); !strings.Contains(sc, "stepup-external=") || !strings.Contains(sc, "Max-Age=0") {
 		t.Errorf("the cookie of starts is not deleted when none is left: %s", sc)
 	}
