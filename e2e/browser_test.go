@@ -55,6 +55,8 @@ func TestBrowser(t *testing.T) {
 		{name: "an SSO user confirms at the provider in a popup from the dialog and adds a first passkey", run: testSSOPopup, env: newSSOEnv},
 		{name: "the callback page without window.opener tells the page over the BroadcastChannel", run: testSSOWithoutOpener, env: newSSOEnv},
 		{name: "with popups blocked, the page goes to the provider and comes back confirmed", run: testSSOBlockedPopup, env: newSSOEnv},
+		{name: "an SSO user goes through /reauth and the provider's popup to a gated page", run: testSSOReauthPage, env: newSSOEnv},
+		{name: "axe finds no violation in the dialog that offers the provider and waits for it", run: testSSODialogAxe, env: newSSOEnv},
 		{name: "the dialog in another language shows no English", run: testTranslatedDialog, env: newBareEnv},
 		{name: "one ceremony at a time: a newer one, or the request's signal, closes the dialog", run: testOneCeremonyAtATime, env: newBareEnv},
 		{name: "the dialog keeps Tab inside, closes on Escape and gives the focus back", run: testDialogKeyboard, env: newBareEnv},

@@ -155,3 +155,46 @@ func testSSOBlockedPopup(t *testing.T, e *env) {
 		t.Fatalf("the authenticator holds %d passkeys, want the new one", n)
 	}
 }
+
+// testSSOReauthPage: a gated page the browser navigated to goes through
+// /reauth, whose "Continue with your sign-in provider" (the page's own
+// button, reauthenticateExternal) opens the popup; back from it, the page
+// goes on to the gated page.
+func testSSOReauthPage(t *testing.T, e *env) {
+	e.ssoSignIn()
+	e.click("#data-link")
+	e.waitFor(`document.body && document.body.dataset.page === "reauth"`)
+	if eval[bool](e, `document.getElementById("reauth-button") !== null || document.getElementById("reauth-password-form") !== null`) {
+		t.Error("the /reauth page offers a passkey or a password to an SSO-only user")
+	}
+	popup := e.popup(func() { e.click("#reauth-sso") })
+	popup.signInAtProvider()
+	e.eventually("the popup closed itself", popup.isClosed)
+	e.waitFor(`document.body && document.body.dataset.page === "data"`)
+	if got := eval[string](e, `location.pathname`); got != "/account/data" {
+		t.Errorf("returned to %s, want /account/data", got)
+	}
+}
+
+// testSSODialogAxe: axe-core finds nothing in the dialog that offers the
+// provider, nor in the dialog waiting for it.
+func testSSODialogAxe(t *testing.T, e *env) {
+	src := loadAxe(t)
+	e.ssoSignIn()
+	e.waitFor(`document.body.dataset.ready === "true"`)
+	e.axe(src, "account page of an SSO user")
+	e.click("#passkey-add")
+	e.offersProvider()
+	e.axe(src, "dialog, sign-in provider")
+	popup := e.popup(func() { e.click(dialogOK) })
+	e.waitFor(`document.querySelector("dialog.stepup-confirm[open] .stepup-confirm-status")?.textContent !== ""`)
+	if got := eval[string](e, `document.querySelector("dialog.stepup-confirm[open] form").getAttribute("aria-busy")`); got != "true" {
+		t.Errorf("the waiting dialog's form has aria-busy %q, want true", got)
+	}
+	if got := eval[string](e, `document.activeElement.className`); got != "stepup-confirm-cancel" {
+		t.Errorf("while the dialog waits the focus is on %q, want Cancel", got)
+	}
+	e.axe(src, "dialog, waiting for the sign-in provider")
+	popup.run(`window.close()`)
+	e.waitFor(`document.querySelector("dialog.stepup-confirm") === null`)
+}

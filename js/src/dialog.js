@@ -293,10 +293,14 @@ async function runDialog(info, options, returnFocus, messages, signal) {
         return;
       }
       if (kind === "external") {
+        // The focus leaves the button, disabled while this runs, for Cancel,
+        // the one thing left to do here; before the popup opens, which
+        // takes the window's focus.
+        checking = true;
+        cancel.focus();
+        ok.disabled = instead.disabled = true;
         // Now, in the click: a popup opened after an await is blocked.
         const popup = options.popup === false ? null : openPopup();
-        checking = true;
-        ok.disabled = instead.disabled = true;
         form.setAttribute("aria-busy", "true");
         status.textContent = popup ? labels.externalWaiting : text(messages, "redirected");
         /** @type {Result} */
