@@ -177,7 +177,8 @@ func testSSOReauthPage(t *testing.T, e *env) {
 }
 
 // testSSODialogAxe: axe-core finds nothing in the dialog that offers the
-// provider, nor in the dialog waiting for it.
+// provider, nor in the dialog waiting for it, whose focus is on Cancel;
+// Cancel closes the popup too.
 func testSSODialogAxe(t *testing.T, e *env) {
 	src := loadAxe(t)
 	e.ssoSignIn()
@@ -195,6 +196,9 @@ func testSSODialogAxe(t *testing.T, e *env) {
 		t.Errorf("while the dialog waits the focus is on %q, want Cancel", got)
 	}
 	e.axe(src, "dialog, waiting for the sign-in provider")
-	popup.run(`window.close()`)
+	// Cancel while it waits: the dialog goes, and the popup with it.
+	e.click("dialog.stepup-confirm[open] .stepup-confirm-cancel")
 	e.waitFor(`document.querySelector("dialog.stepup-confirm") === null`)
+	e.eventually("the popup closed with the dialog", popup.isClosed)
+	expectNoError(t, e)
 }
