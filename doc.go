@@ -79,9 +79,10 @@
 // checks the secret, stepup runs the rest exactly as for a passkey, with one
 // failure limit across all methods. A gate accepts passkey grants only,
 // unless [Methods] names others; its 403 lists the accepted methods the
-// signed-in user can use ("methods", never null). The wrapped handler reads
-// what the grant proved with [GrantFrom] and the gate's user with
-// [UserFrom].
+// signed-in user can use ("methods", never null), and those of them that
+// finish at another party ("external", left out when none). The wrapped
+// handler reads what the grant proved with [GrantFrom] and the gate's user
+// with [UserFrom].
 //
 // A method that finishes on another request, such as a sign-in at the
 // company's identity provider, is an [External] ([StepUp.ExternalMethod]):
@@ -166,7 +167,8 @@
 //	         303 (written by the method) to the start's return_to
 //	gate     401 no_active_session, 500 internal_error
 //	         503 service_unavailable     the Registry cannot be read
-//	         403 reauthentication_required with "max_age" in seconds,
+//	         403 reauthentication_required with "max_age" in seconds, "methods"
+//	                                     (and "external": those of them that finish at another party),
 //	         or 303 to Config.ReauthURL?return_to=... for a browser navigation
 //
 // # Security events

@@ -115,4 +115,5 @@ type errorBody struct {
 	Scope     string     `json:"scope,omitempty"`
 	Operation *Operation `json:"operation,omitempty"`
 	Methods   *[]string  `json:"methods,omitempty"`
+	External  []string   `json:"external,omitempty"` // of Methods, those that finish at another party
 }

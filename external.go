@@ -64,6 +64,10 @@ type ExternalStart struct {
 	// Popup says the page runs the method in a popup window: the callback
 	// should answer with a page that tells its opener, not a redirect.
 	Popup bool
+	// ReauthenticatedAt is the time of the grant Finish made (the
+	// "reauthenticated_at" a method's handler answers), by Config.Now in
+	// whole seconds; zero when Finish made none.
+	ReauthenticatedAt time.Time
 	// Token is the step-up token of the grant Finish made, when the start
 	// asked for one (Config.Tokens); empty otherwise.
 	Token string
@@ -290,6 +294,9 @@ func (e *External) Finish(w http.ResponseWriter, r *http.Request, state string,
 	out := x.export()
 	if out.State != "" {
 		out.User, out.Token = c.who.user, c.result.Token
+		if at, err := time.Parse(time.RFC3339, c.result.ReauthenticatedAt); err == nil && c.refused == nil {
+			out.ReauthenticatedAt = at
+		}
 	}
 	return out, c.refused.external()
 }

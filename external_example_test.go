@@ -107,7 +107,7 @@ func ExampleExternal() {
 	fmt.Println(do(http.MethodPost, "/account/delete", ""))
 	fmt.Println(do(http.MethodGet, redirect, "")) // the same round trip again: the start was used
 	// Output:
-	// 403 {"error":"reauthentication_required","message":"Confirm it's you to continue.","max_age":300,"methods":["sso"]}
+	// 403 {"error":"reauthentication_required","message":"Confirm it's you to continue.","max_age":300,"methods":["sso"],"external":["sso"]}
 	// redirect to /sso/callback
 	// redirect to /account
 	// 200 account page

@@ -119,6 +119,7 @@ func (f *fakeMethod) mount(mux *http.ServeMux, su *stepup.StepUp, sensitive http
 	mux.Handle("/fake-payments", su.RequireRecentReauth(time.Minute, stepup.Scope("payments"), fake)(sensitive))
 	mux.Handle("POST /fake-pay", su.RequireRecentReauth(gateMaxAge, stepup.Bind(paymentOperation), fake)(sensitive))
 	mux.Handle("/other", su.RequireRecentReauth(gateMaxAge, stepup.Methods("other"))(sensitive))
+	mux.Handle("/any", su.RequireRecentReauth(gateMaxAge, stepup.Methods(stepup.MethodPasskey, "password", "fake"))(sensitive))
 	mux.Handle("/fake-proved", su.RequireRecentReauth(gateMaxAge, fake)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g, _ := stepup.GrantFrom(r.Context())
 		json.NewEncoder(w).Encode(g)
@@ -146,6 +147,9 @@ func (f *fakeMethod) callback(ext *stepup.External) http.HandlerFunc {
 			return
 		}
 		w.Header().Set("X-Test-Token", st.Token)
+		if !st.ReauthenticatedAt.IsZero() {
+			w.Header().Set("X-Test-Granted-At", st.ReauthenticatedAt.Format(time.RFC3339))
+		}
 		http.Redirect(w, r, st.ReturnTo, http.StatusSeeOther)
 	}
 }
@@ -215,6 +219,9 @@ func TestExternalGrantOpensGatesThatAcceptIt(t *testing.T) {
 		t.Errorf("erin's methods %v, want []", r.body["methods"])
 	}
 	r = h.fakeStepUp(f, c, "alice", `{"return_to":"/after?x=1"}`, "/after?x=1")
+	if at := r.header.Get("X-Test-Granted-At"); at != h.clock.Now().UTC().Truncate(time.Second).Format(time.RFC3339) {
+		t.Errorf("Finish's ReauthenticatedAt %q, want the grant's time", at)
+	}
 	if sc := strings.Join(r.header.Values("Set-Cookie"), "\n"); !strings.Contains(sc, "stepup-external=") || !strings.Contains(sc, "Max-Age=0") {
 		t.Errorf("the cookie of starts is not deleted when none is left: %s", sc)
 	}
@@ -242,6 +249,57 @@ func TestExternalGrantOpensGatesThatAcceptIt(t *testing.T) {
 	// Bob in his own browser holds nothing.
 	if h.passes(h.client("bob"), http.MethodPost, "/fake", nil) {
 		t.Fatal("another user passed")
+	}
+}
+
+// TestExternalMethodsNamedInThe403: besides "methods", the gate's 403
+// lists under "external" those of them that finish at another party, so
+// that a client offers them without knowing any method's name; the field is
+// left out when there is none, and "methods" stays as it is.
+// OnReauthRequired gets the same list.
+func TestExternalMethodsNamedInThe403(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ user, path, methods, external string }{
+		{"alice", "/any", "[passkey password fake]", "[fake]"},
+		{"alice", "/fake-or-passkey", "[passkey fake]", "[fake]"},
+		{"dave", "/any", "[fake]", "[fake]"},
+		{"erin", "/any", "[]", ""},                     // linked to no subject: fake is unavailable
+		{"alice", "/either", "[passkey password]", ""}, // the gate takes no external method
+		{"alice", "/totp-only", "[]", ""},
+	}
+	h, _ := externalHarness(t)
+	for _, tc := range cases {
+		r := h.status(h.client(tc.user), http.MethodPost, tc.path, nil)
+		expectError(t, r, 403, "reauthentication_required")
+		if fmt.Sprint(r.body["methods"]) != tc.methods {
+			t.Errorf("%s on %s: methods %v, want %s", tc.user, tc.path, r.body["methods"], tc.methods)
+		}
+		external, listed := r.body["external"]
+		switch {
+		case tc.external == "" && listed:
+			t.Errorf("%s on %s: external %v, want the field left out (%s)", tc.user, tc.path, external, r.raw)
+		case tc.external != "" && fmt.Sprint(external) != tc.external:
+			t.Errorf("%s on %s: external %v, want %s", tc.user, tc.path, external, tc.external)
+		}
+	}
+
+	var got atomic.Pointer[stepup.ReauthRequired]
+	h, _ = externalHarness(t, func(c *stepup.Config) {
+		c.OnReauthRequired = func(w http.ResponseWriter, r *http.Request, info stepup.ReauthRequired) {
+			got.Store(&info)
+			w.WriteHeader(http.StatusForbidden)
+		}
+	})
+	for _, tc := range cases {
+		h.status(h.client(tc.user), http.MethodPost, tc.path, nil)
+		info := got.Load()
+		want := tc.external
+		if want == "" {
+			want = "[]"
+		}
+		if info == nil || fmt.Sprint(info.Methods) != tc.methods || fmt.Sprint(info.External) != want || (tc.external == "") != (info.External == nil) {
+			t.Errorf("%s on %s: OnReauthRequired got %+v, want methods %s and external %s", tc.user, tc.path, info, tc.methods, tc.external)
+		}
 	}
 }
 

@@ -77,6 +77,11 @@ type ReauthRequired struct {
 	// use now, in the gate's order; empty (never nil) when the user cannot
 	// pass the gate until they set one up.
 	Methods []string
+	// External are those of Methods that finish at another party (an
+	// [External] method, such as a sign-in at the company's identity
+	// provider), in the same order: a client runs them in a popup or a
+	// redirect, not with a secret. nil when none.
+	External []string
 	// Bearer says that the request authenticated with a bearer token
 	// (Authorization: Bearer): stepup answers it 401 with an RFC 9470
 	// WWW-Authenticate challenge, set before OnReauthRequired is called.
@@ -314,7 +319,8 @@ type refusedAt struct {
 // the application's OnReauthRequired; a bound operation is recorded as
 // pending first.
 func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p principal, sess *sessions.Session, ra refusedAt) {
-	info := ReauthRequired{Reason: ra.reason, Scope: g.scope, MaxAge: g.maxAge, Methods: s.usableMethods(r, g.methods, p.user), Bearer: isBearer(r)}
+	info := ReauthRequired{Reason: ra.reason, Scope: g.scope, MaxAge: g.maxAge, Bearer: isBearer(r)}
+	info.Methods, info.External = s.usableMethods(r, g.methods, p.user)
 	if g.bind != nil {
 		info.Operation = &Operation{Digest: b64(ra.op), Description: ra.description}
 		if err := s.addOperation(w, r, sess, p, ra.op, ra.description, s.now()); err != nil {
@@ -336,7 +342,7 @@ func (s *StepUp) refuseAtGate(w http.ResponseWriter, r *http.Request, g *gate, p
 	case s.reauthURL != nil && g.bind == nil && !info.Bearer && isNavigation(r):
 		s.redirectToReauth(w, r)
 	default:
-		writeJSON(w, status, reauthBody(g, info.Operation, &info.Methods))
+		writeJSON(w, status, reauthBody(g, info.Operation, &info.Methods, info.External))
 	}
 }
 
@@ -351,8 +357,9 @@ func challengeBearer(w http.ResponseWriter, bearer bool, g *gate) int {
 	return http.StatusUnauthorized
 }
 
-// reauthBody is the JSON body of a gate's refusal.
-func reauthBody(g *gate, op *Operation, methods *[]string) errorBody {
+// reauthBody is the JSON body of a gate's refusal: external, the methods
+// of methods that finish at another party, is left out when empty.
+func reauthBody(g *gate, op *Operation, methods *[]string, external []string) errorBody {
 	return errorBody{
 		Error:     errReauthNeeded.code,
 		Message:   errReauthNeeded.message,
@@ -360,6 +367,7 @@ func reauthBody(g *gate, op *Operation, methods *[]string) errorBody {
 		Scope:     g.scope,
 		Operation: op,
 		Methods:   methods,
+		External:  external,
 	}
 }
 

@@ -229,13 +229,14 @@ func readMethodRequest(w http.ResponseWriter, r *http.Request) (methodRequest, *
 // usableMethods returns the methods of names that user can use now, in
 // order: "passkey" when the user has a passkey, a Method when its Available
 // says so. Never nil: an empty list means the user cannot pass the gate
-// until they set something up.
-func (s *StepUp) usableMethods(r *http.Request, names []string, user webauthn.User) []string {
-	out := make([]string, 0, len(names))
+// until they set something up. external lists those of them that finish at
+// another party (an [External] method), in the same order; nil when none.
+func (s *StepUp) usableMethods(r *http.Request, names []string, user webauthn.User) (usable, external []string) {
+	usable = make([]string, 0, len(names))
 	for _, name := range names {
 		if name == MethodPasskey {
 			if len(user.WebAuthnCredentials()) > 0 {
-				out = append(out, name)
+				usable = append(usable, name)
 			}
 			continue
 		}
@@ -250,8 +251,11 @@ func (s *StepUp) usableMethods(r *http.Request, names []string, user webauthn.Us
 			continue
 		}
 		if available {
-			out = append(out, name)
+			usable = append(usable, name)
+			if m.Check == nil { // registered by ExternalMethod
+				external = append(external, name)
+			}
 		}
 	}
-	return out
+	return usable, external
 }

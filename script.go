@@ -10,8 +10,9 @@ import (
 )
 
 // script is the browser client, stepup.js: a dependency-free ES module that
-// exports reauthenticate, reauthenticateWithSecret, bindReauthButton,
-// fetchWithStepUp, confirmDialog, stepUpDialog, LABELS and MESSAGES. It is
+// exports reauthenticate, reauthenticateWithSecret, reauthenticateExternal,
+// bindReauthButton, fetchWithStepUp, confirmDialog, stepUpDialog, LABELS
+// and MESSAGES. It is
 // built from js/src (see docs/browser-client.md).
 //
 //go:embed stepup.js

@@ -300,5 +300,5 @@ func (v *TokenVerifier) refuse(w http.ResponseWriter, r *http.Request, g *gate, 
 		op = &Operation{Digest: b64(ra.op), Description: ra.description}
 	}
 	status := challengeBearer(w, isBearer(r), g)
-	writeJSON(w, status, reauthBody(g, op, &[]string{}))
+	writeJSON(w, status, reauthBody(g, op, &[]string{}, nil))
 }

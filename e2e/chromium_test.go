@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	cdppage "github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/cdproto/webauthn"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -55,10 +56,12 @@ func startChromium(t *testing.T, path string) browser {
 	return &chromium{ctx: ctx}
 }
 
-// chromiumPage is a tab in a browser context of its own.
+// chromiumPage is a tab in a browser context of its own, or a popup it
+// opened.
 type chromiumPage struct {
-	ctx  context.Context // the tab, bounded by testTimeout
-	auth webauthn.AuthenticatorID
+	ctx    context.Context // the tab, bounded by testTimeout
+	auth   webauthn.AuthenticatorID
+	opener context.Context // the tab that opened this popup; nil for a tab
 
 	mu      sync.Mutex
 	console []string
@@ -220,6 +223,46 @@ func (p *chromiumPage) press(key string) error {
 // window narrower than 500 pixels.)
 func (p *chromiumPage) resize(width, height int) error {
 	return chromedp.Do(p.ctx, chromedp.EmulateViewport(int64(width), int64(height)))
+}
+
+// watchPopup listens for a new target whose opener is this page, from now
+// on; the function it returns attaches to it.
+func (p *chromiumPage) watchPopup() func() (page, error) {
+	ctx, stop := context.WithTimeout(p.ctx, waitTimeout)
+	ids := chromedp.WaitNewTarget(ctx, func(info *target.Info) bool { return info.Type == "page" })
+	return func() (page, error) {
+		defer stop()
+		id, ok := <-ids
+		if !ok || id == "" {
+			return nil, fmt.Errorf("the page opened no window within %v", waitTimeout)
+		}
+		// Its life is the opener's: it goes when the test's tab does.
+		popup, _ := chromedp.NewContext(p.ctx, chromedp.WithTargetID(id))
+		if err := chromedp.Do(popup); err != nil {
+			return nil, fmt.Errorf("attach to the popup: %w", err)
+		}
+		return &chromiumPage{ctx: popup, opener: p.ctx}, nil
+	}
+}
+
+// closed reports whether the page's target is gone from the browser's
+// list.
+func (p *chromiumPage) closed() (bool, error) {
+	list := p.ctx
+	if p.opener != nil {
+		list = p.opener // a closed popup's own context may be done
+	}
+	targets, err := chromedp.Targets(list)
+	if err != nil {
+		return false, err
+	}
+	id := chromedp.FromContext(p.ctx).Target.TargetID
+	for _, t := range targets {
+		if t.TargetID == id {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 func (p *chromiumPage) logs() string {

@@ -25,6 +25,12 @@ package e2e
 //	press(key)              press and release a key as a person does, where
 //	                        the focus is: "Tab", "Shift+Tab", "Enter",
 //	                        "Escape" or one character
+//	watchPopup()            watch for a window the page opens (call it before
+//	                        the click that opens one); the function it returns
+//	                        waits for that window and gives it as a page of
+//	                        its own (navigate, click, eval, press work in it)
+//	closed()                whether the page's window has closed (a popup
+//	                        that closed itself)
 //	logs()                  what the page logged, shown when a test fails
 //
 // Everything else is built on these in env, the same for every engine:
@@ -35,13 +41,15 @@ package e2e
 //
 //   - chromium (chromium_test.go): chromedp over a pipe, a fresh browser
 //     context per page, the DevTools WebAuthn domain, addScript through
-//     Page.addScriptToEvaluateOnNewDocument.
+//     Page.addScriptToEvaluateOnNewDocument, a popup as the new target whose
+//     opener is the page.
 //   - firefox (firefox_test.go): Firefox ESR driven over Marionette
 //     (marionette_test.go, no geckodriver), a fresh profile per run; per
 //     page a new tab, all cookies cleared and a new virtual authenticator
 //     (removed at the end); addScript installs a temporary extension whose
 //     content script runs in the page's world at document_start on
-//     http://localhost/*, for the rest of the test.
+//     http://localhost/*, for the rest of the test. A popup is the new
+//     window handle; every command switches to its page's window first.
 //
 // Each browser starts once per test binary and is stopped when TestBrowser
 // ends, even on failure (Firefox: its whole process group is killed and
@@ -76,6 +84,8 @@ type page interface {
 	addCredential(c credential) error
 	setUserVerified(ok bool) error
 	press(key string) error
+	watchPopup() (wait func() (page, error))
+	closed() (bool, error)
 	logs() string
 }
 

@@ -59,6 +59,7 @@ type env struct {
 	clock    *clock
 	users    *app.Users
 	passkeys map[string]string // account name → base64url ID of the passkey made at sign-up
+	idp      *app.DevProvider  // the app's OpenID provider (newSSOEnv); nil without
 
 	mu    sync.Mutex
 	hooks map[string]func() // see before
@@ -98,15 +99,37 @@ const spy = `(() => {
 // newEnv starts the example app and opens a page on it.
 func newEnv(t *testing.T, eng engine, b browser) *env {
 	t.Helper()
+	return newAppEnv(t, eng, b, false)
+}
+
+// newSSOEnv is newEnv with the example's OpenID provider (as -sso-dev
+// runs it) in the test's process, on another port of 127.0.0.1: another
+// site than the app's. Its user and password are e.idp's.
+func newSSOEnv(t *testing.T, eng engine, b browser) *env {
+	t.Helper()
+	return newAppEnv(t, eng, b, true)
+}
+
+func newAppEnv(t *testing.T, eng engine, b browser, sso bool) *env {
+	t.Helper()
 	e := &env{t: t, engine: eng, clock: newClock(), users: app.NewUsers(), passkeys: map[string]string{}}
 	ln := e.listen()
 	logs := &syncBuffer{}
-	handler, err := app.New(app.Options{
+	opts := app.Options{
 		Origin: e.base,
 		Now:    e.clock.Now,
 		Users:  e.users,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if sso {
+		idp, err := app.StartDevProvider(e.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { idp.Close() })
+		e.idp, opts.SSO = idp, &idp.SSO
+	}
+	handler, err := app.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,6 +35,7 @@ type firefox struct {
 	m        *marionette
 	out      *syncBuffer // Firefox's stdout and stderr, the page consoles among them
 	home     string      // the first tab, kept open: closing the last one ends the browser
+	current  string      // the window the session's commands go to
 	deadline time.Time   // of the page being open, for every command
 	addons   int
 }
@@ -145,6 +147,7 @@ func startFirefox(t *testing.T, path string) browser {
 			t.Fatal(err)
 		}
 	}
+	b.current = b.home
 	t.Logf("Firefox %s started in %v", session.Capabilities.Version, time.Since(start).Round(time.Millisecond))
 	if major, _, _ := strings.Cut(session.Capabilities.Version, "."); atoiOr0(major) < oldestFirefox {
 		t.Skipf("Firefox %s is older than the oldest these tests support (ESR %d): install firefox-esr after apt-get update", session.Capabilities.Version, oldestFirefox)
@@ -188,10 +191,12 @@ func (b *firefox) call(name string, params, out any) error {
 }
 
 // firefoxPage is a tab of its own, with a virtual authenticator of its own,
-// in the one Firefox.
+// in the one Firefox, or a popup it opened.
 type firefoxPage struct {
 	b        *firefox
 	t        *testing.T
+	handle   string       // its window
+	opener   *firefoxPage // the tab that opened this popup; nil for a tab
 	auth     string
 	addons   []string
 	logStart int
@@ -207,14 +212,15 @@ func (b *firefox) open(t *testing.T) page {
 	if err := b.call("WebDriver:NewWindow", map[string]any{"type": "tab", "focus": true}, &tab); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.call("WebDriver:SwitchToWindow", map[string]any{"handle": tab.Handle, "focus": true}, nil); err != nil {
+	p.handle = tab.Handle
+	if err := p.use(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		// Give the cleanup time of its own, even when the test used up its
 		// deadline.
 		b.deadline = time.Now().Add(commandTimeout)
-		var errs []error
+		errs := []error{p.use()}
 		if p.auth != "" {
 			errs = append(errs, b.call("WebAuthn:RemoveVirtualAuthenticator", map[string]any{"authenticatorId": p.auth}, nil))
 		}
@@ -224,6 +230,7 @@ func (b *firefox) open(t *testing.T) page {
 		errs = append(errs,
 			b.call("WebDriver:CloseWindow", nil, nil),
 			b.call("WebDriver:SwitchToWindow", map[string]any{"handle": b.home, "focus": true}, nil))
+		b.current = b.home
 		if err := errors.Join(errs...); err != nil {
 			t.Errorf("close the Firefox tab: %v", err)
 		}
@@ -254,8 +261,79 @@ func (b *firefox) open(t *testing.T) page {
 	return p
 }
 
+// use makes the page's window the one the session's commands go to.
+func (p *firefoxPage) use() error {
+	if p.b.current == p.handle {
+		return nil
+	}
+	if err := p.b.call("WebDriver:SwitchToWindow", map[string]any{"handle": p.handle, "focus": true}, nil); err != nil {
+		return err
+	}
+	p.b.current = p.handle
+	return nil
+}
+
+// call runs a command in the page's window.
+func (p *firefoxPage) call(name string, params, out any) error {
+	if err := p.use(); err != nil {
+		return err
+	}
+	return p.b.call(name, params, out)
+}
+
+// handles lists the browser's windows and tabs.
+func (b *firefox) handles() ([]string, error) {
+	var hs []string
+	err := b.call("WebDriver:GetWindowHandles", nil, &hs)
+	return hs, err
+}
+
+// watchPopup notes the windows open now; the function it returns waits for
+// another one.
+func (p *firefoxPage) watchPopup() func() (page, error) {
+	before, err := p.b.handles()
+	return func() (page, error) {
+		if err != nil {
+			return nil, err
+		}
+		deadline := time.Now().Add(waitTimeout)
+		for {
+			now, err := p.b.handles()
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range now {
+				if !slices.Contains(before, h) {
+					popup := &firefoxPage{b: p.b, t: p.t, handle: h, opener: p, logStart: p.b.out.Len()}
+					p.t.Cleanup(func() {
+						if gone, err := popup.closed(); err == nil && !gone {
+							p.b.deadline = time.Now().Add(commandTimeout)
+							if err := popup.call("WebDriver:CloseWindow", nil, nil); err != nil {
+								p.t.Errorf("close the popup: %v", err)
+							}
+							p.b.current = ""
+						}
+					})
+					return popup, nil
+				}
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("the page opened no window within %v", waitTimeout)
+			}
+			time.Sleep(pollInterval)
+		}
+	}
+}
+
+// closed reports whether the page's window is gone from the browser's
+// list.
+func (p *firefoxPage) closed() (bool, error) {
+	hs, err := p.b.handles()
+	return err == nil && !slices.Contains(hs, p.handle), err
+}
+
 func (p *firefoxPage) navigate(url string) error {
-	return p.b.call("WebDriver:Navigate", map[string]any{"url": url}, nil)
+	return p.call("WebDriver:Navigate", map[string]any{"url": url}, nil)
 }
 
 // click is WebDriver's element click: Firefox scrolls the element into
@@ -263,23 +341,24 @@ func (p *firefoxPage) navigate(url string) error {
 // event (a user gesture).
 func (p *firefoxPage) click(sel string) error {
 	var ref map[string]string
-	if err := p.b.call("WebDriver:FindElement", map[string]any{"using": "css selector", "value": sel}, &ref); err != nil {
+	if err := p.call("WebDriver:FindElement", map[string]any{"using": "css selector", "value": sel}, &ref); err != nil {
 		return err
 	}
 	const key = "element-6066-11e4-a52e-4f735466cecf" // WebDriver's element reference
-	return p.b.call("WebDriver:ElementClick", map[string]any{"id": ref[key]}, nil)
+	return p.call("WebDriver:ElementClick", map[string]any{"id": ref[key]}, nil)
 }
 
 func (p *firefoxPage) eval(expr string) (json.RawMessage, error) {
 	var v json.RawMessage
 	// A newline before the parenthesis, in case expr ends with a comment.
-	err := p.b.call("WebDriver:ExecuteScript", map[string]any{"script": "return (" + expr + "\n);", "args": []any{}}, &v)
+	err := p.call("WebDriver:ExecuteScript", map[string]any{"script": "return (" + expr + "\n);", "args": []any{}}, &v)
 	return v, err
 }
 
 // addScript installs a temporary extension with src as its content
 // script, run in the page's own world at document_start of every document
-// of http://localhost, until the page closes. Firefox has no
+// of http://localhost (in every window: a popup's script runs in its
+// opener's next documents too), until the page closes. Firefox has no
 // add-script-on-new-document command in Marionette.
 func (p *firefoxPage) addScript(src string) error {
 	p.b.addons++
@@ -309,10 +388,14 @@ func (p *firefoxPage) addScript(src string) error {
 		return err
 	}
 	var installed string
-	if err := p.b.call("Addon:Install", map[string]any{"path": dir, "temporary": true}, &installed); err != nil {
+	if err := p.call("Addon:Install", map[string]any{"path": dir, "temporary": true}, &installed); err != nil {
 		return err
 	}
-	p.addons = append(p.addons, installed)
+	owner := p // the tab's cleanup uninstalls it, a popup's too
+	if p.opener != nil {
+		owner = p.opener
+	}
+	owner.addons = append(owner.addons, installed)
 	return nil
 }
 
@@ -329,7 +412,7 @@ type firefoxCredential struct {
 
 func (p *firefoxPage) credentials() ([]credential, error) {
 	var fcs []firefoxCredential
-	if err := p.b.call("WebAuthn:GetCredentials", map[string]any{"authenticatorId": p.auth}, &fcs); err != nil {
+	if err := p.call("WebAuthn:GetCredentials", map[string]any{"authenticatorId": p.auth}, &fcs); err != nil {
 		return nil, err
 	}
 	var creds []credential
@@ -360,11 +443,11 @@ func (p *firefoxPage) addCredential(c credential) error {
 		UserHandle:           b64(c.UserHandle),
 		SignCount:            c.SignCount,
 	}
-	err := p.b.call("WebAuthn:AddCredential", map[string]any{"authenticatorId": p.auth, "credentials": fc}, nil)
+	err := p.call("WebAuthn:AddCredential", map[string]any{"authenticatorId": p.auth, "credentials": fc}, nil)
 	if err == nil || !strings.Contains(err.Error(), `"credentialId" to be a string`) {
 		return err
 	}
-	return p.b.call("WebAuthn:AddCredential", map[string]any{
+	return p.call("WebAuthn:AddCredential", map[string]any{
 		"authenticatorId":      p.auth,
 		"credentialId":         fc.CredentialID,
 		"isResidentCredential": fc.IsResidentCredential,
@@ -376,7 +459,7 @@ func (p *firefoxPage) addCredential(c credential) error {
 }
 
 func (p *firefoxPage) setUserVerified(ok bool) error {
-	return p.b.call("WebAuthn:SetUserVerified", map[string]any{"authenticatorId": p.auth, "isUserVerified": ok}, nil)
+	return p.call("WebAuthn:SetUserVerified", map[string]any{"authenticatorId": p.auth, "isUserVerified": ok}, nil)
 }
 
 // press performs the key with WebDriver's key actions: trusted events,
@@ -402,10 +485,10 @@ func (p *firefoxPage) press(key string) error {
 	for i := len(down) - 1; i >= 0; i-- {
 		actions = append(actions, map[string]any{"type": "keyUp", "value": down[i]})
 	}
-	err := p.b.call("WebDriver:PerformActions", map[string]any{
+	err := p.call("WebDriver:PerformActions", map[string]any{
 		"actions": []map[string]any{{"type": "key", "id": "keyboard", "actions": actions}},
 	}, nil)
-	return errors.Join(err, p.b.call("WebDriver:ReleaseActions", nil, nil))
+	return errors.Join(err, p.call("WebDriver:ReleaseActions", nil, nil))
 }
 
 // logs returns what Firefox printed since the page opened: the page's

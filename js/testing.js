@@ -176,3 +176,89 @@ export function domError(name) {
 export function tick() {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
+
+/**
+ * @typedef {object} Popup
+ * @property {boolean} closed
+ * @property {string} href where the page sent it ("" while blank)
+ * @property {{replace: (url: string) => void}} location
+ * @property {() => void} close
+ */
+
+/**
+ * browser installs what a page has besides fetch, for the methods that
+ * finish elsewhere: window (open, and its message events), location (of a
+ * page at http://app.test/account?tab=keys; assign records where the page
+ * went). window.open opens a Popup, or returns null when blocked is true.
+ * It returns the popups opened, the pages location.assign went to, and
+ * post(data, origin, source), which delivers a window message.
+ *
+ * @param {import("node:test").TestContext} t
+ * @param {{blocked?: boolean}} [options]
+ */
+export function browser(t, { blocked = false } = {}) {
+  /** @type {Popup[]} */
+  const popups = [];
+  /** @type {string[]} */
+  const assigned = [];
+  const win = new EventTarget();
+  Object.assign(win, {
+    open: () => {
+      if (blocked) {
+        return null;
+      }
+      /** @type {Popup} */
+      const popup = {
+        closed: false,
+        href: "",
+        location: { replace: (/** @type {string} */ url) => void (popup.href = url) },
+        close: () => void (popup.closed = true),
+      };
+      popups.push(popup);
+      return popup;
+    },
+  });
+  const loc = {
+    origin: "http://app.test",
+    href: "http://app.test/account?tab=keys",
+    pathname: "/account",
+    search: "?tab=keys",
+    assign: (/** @type {string} */ url) => void assigned.push(url),
+  };
+  for (const [name, value] of Object.entries({ window: win, location: loc })) {
+    const had = Object.getOwnPropertyDescriptor(globalThis, name);
+    Object.defineProperty(globalThis, name, { value, configurable: true, writable: true });
+    t.after(() => {
+      if (had) {
+        Object.defineProperty(globalThis, name, had);
+      } else {
+        delete (/** @type {any} */ (globalThis)[name]);
+      }
+    });
+  }
+  /**
+   * @param {unknown} data
+   * @param {string} [origin]
+   * @param {unknown} [source]
+   */
+  const post = (data, origin = loc.origin, source = popups[popups.length - 1]) => {
+    const event = Object.assign(new Event("message"), { data, origin, source });
+    win.dispatchEvent(event);
+  };
+  return { popups, assigned, post };
+}
+
+/**
+ * until polls cond until it is true (for up to 5 seconds).
+ *
+ * @param {() => boolean} cond
+ */
+export async function until(cond) {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) {
+      throw new Error("waited 5 s in vain");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

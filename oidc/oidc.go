@@ -46,7 +46,8 @@
 // message is
 //
 //	{"type": "stepup:external", "method": Name, "state": the start's state,
-//	 "ok": true, "return_to": path, "token": a step-up token if asked for}
+//	 "ok": true, "return_to": path, "reauthenticated_at": RFC 3339,
+//	 "token": a step-up token if asked for}
 //	{"type": "stepup:external", "method": Name, "state": state or "",
 //	 "ok": false, "error": code, "message": text for people}
 //

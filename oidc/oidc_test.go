@@ -685,7 +685,8 @@ func TestPopup(t *testing.T) {
 		t.Errorf("headers %v", resp.Header)
 	}
 	m := d["message"].(map[string]any)
-	if m["type"] != "stepup:external" || m["method"] != "sso" || m["ok"] != true || m["return_to"] != "/settings" || len(m["state"].(string)) != 22 || d["notify"] != true || d["popup"] != true {
+	if m["type"] != "stepup:external" || m["method"] != "sso" || m["ok"] != true || m["return_to"] != "/settings" || len(m["state"].(string)) != 22 || d["notify"] != true || d["popup"] != true ||
+		m["reauthenticated_at"] != a.clock.Now().UTC().Truncate(time.Second).Format(time.RFC3339) {
 		t.Errorf("popup message %v", d)
 	}
 	if !a.passes(b, "/sso", "") {
@@ -693,7 +694,7 @@ func TestPopup(t *testing.T) {
 	}
 	_, status, _, raw := a.stepUp(b, `{"popup":true}`, "bob@idp.example")
 	d = pageResult(t, status, raw, 403)
-	if m := d["message"].(map[string]any); m["ok"] != false || m["error"] != "credential_not_owned" || m["message"] == "" {
+	if m := d["message"].(map[string]any); m["ok"] != false || m["error"] != "credential_not_owned" || m["message"] == "" || m["reauthenticated_at"] != nil {
 		t.Errorf("refusal message %v", d)
 	}
 	// A redirect-mode refusal to a browser is a page that tells nobody.

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/passkey-stepup/stepup"
 )
@@ -21,7 +22,10 @@ type message struct {
 	Error    string `json:"error,omitempty"`
 	Message  string `json:"message,omitempty"`
 	ReturnTo string `json:"return_to,omitempty"`
-	Token    string `json:"token,omitempty"`
+	// At is the grant's time, RFC 3339, as "reauthenticated_at" in the
+	// answer of every other ceremony.
+	At    string `json:"reauthenticated_at,omitempty"`
+	Token string `json:"token,omitempty"`
 }
 
 // pageData is what the page's script reads: the message, whether to tell
@@ -40,6 +44,9 @@ const messageType = "stepup:external"
 func (m *Method) answer(w http.ResponseWriter, r *http.Request, st stepup.ExternalStart, err error, canceled bool) {
 	msg := message{Type: messageType, Method: m.cfg.Name, State: st.State, OK: err == nil && !canceled,
 		ReturnTo: st.ReturnTo, Token: st.Token}
+	if msg.OK && !st.ReauthenticatedAt.IsZero() {
+		msg.At = st.ReauthenticatedAt.UTC().Format(time.RFC3339)
+	}
 	d := pageData{Notify: st.Popup || st.State == "", Popup: st.Popup}
 	status := http.StatusOK
 	var refused *stepup.ExternalError

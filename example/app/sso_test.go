@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -89,14 +90,15 @@ func TestAnSSOUserAddsAFirstPasskey(t *testing.T) {
 		t.Fatalf("SSO sign-in: %d %s", back.status, back.body)
 	}
 	account := d.do(c, http.MethodGet, "/", nil)
-	if !strings.Contains(account.body, "Sam Sso") || !strings.Contains(account.body, `data-sso-only="true"`) {
+	if !strings.Contains(account.body, "Sam Sso") || !strings.Contains(account.body, `id="sso-only-hint"`) {
 		t.Fatalf("account page: %s", account.body)
 	}
 
 	refused := d.do(c, http.MethodPost, "/api/passkeys/begin", map[string]string{})
 	expectRefused(t, refused, 300)
-	if !slices.Equal(refused.methods(), []string{"sso"}) {
-		t.Fatalf("methods %v, want [sso]", refused.methods())
+	// "external" tells stepup.js that "sso" opens the provider's sign-in.
+	if !slices.Equal(refused.methods(), []string{"sso"}) || fmt.Sprint(refused.json["external"]) != "[sso]" {
+		t.Fatalf("methods %v, external %v, want [sso] both", refused.methods(), refused.json["external"])
 	}
 
 	start = d.do(c, http.MethodPost, "/api/reauth/sso", map[string]string{"return_to": "/#passkeys-title"})

@@ -6,7 +6,8 @@
 // another method, and the one rule they share, one ceremony at a time
 // (exclusive). The dialog and fetchWithStepUp use only what this part
 // exports: exclusive, passkeyCeremony, secretCeremony and the public
-// reauthenticate and reauthenticateWithSecret.
+// reauthenticate and reauthenticateWithSecret; the methods that finish
+// elsewhere (external.js) use its transport, postJSON and grantRequest.
 
 import { clientFailure, serverFailure, thrownFailure, messagesFrom } from "./reasons.js";
 import { parseRequestOptions, credentialToJSON } from "./encoding.js";
@@ -235,7 +236,7 @@ export function grantRequest({ scope, operation }) {
  * @param {AbortSignal} signal
  * @returns {Promise<Answer>}
  */
-async function postJSON(url, body, signal) {
+export async function postJSON(url, body, signal) {
   const empty = Object.keys(body).length === 0;
   /** @type {Record<string, string>} */
   const headers = { Accept: "application/json" };

@@ -3,12 +3,14 @@
 //
 // stepUpDialog, the default confirmation of fetchWithStepUp, and
 // confirmDialog, a plain yes or no. They are the ceremony's form and no
-// more: they run it only through what ceremony.js exports (exclusive,
-// passkeyCeremony, secretCeremony), and every text comes from labels.js.
+// more: they run it only through what ceremony.js and external.js export
+// (exclusive, passkeyCeremony, secretCeremony; openPopup and
+// externalCeremony), and every text comes from labels.js.
 
 import { exclusive, passkeyCeremony, secretCeremony, defaultMethodURL } from "./ceremony.js";
-import { clientFailure, failure, messagesFrom, thrownFailure } from "./reasons.js";
+import { clientFailure, failure, messagesFrom, text, thrownFailure } from "./reasons.js";
 import { describe, labelsFrom, methodLabels } from "./labels.js";
+import { externalCeremony, externalMethods, openPopup } from "./external.js";
 
 /** @import { Failure, Messages, Result } from "./reasons.js" */
 /** @import { Grant } from "./ceremony.js" */
@@ -31,6 +33,7 @@ import { describe, labelsFrom, methodLabels } from "./labels.js";
  * @property {number} [max_age] how long the confirmation lasts, in seconds
  * @property {string} [scope]
  * @property {string[]} [methods] the gate's methods this user can use, in the gate's order
+ * @property {string[]} [external] those of methods that finish elsewhere (at an identity provider)
  * @property {{digest: string, description?: string}} [operation] a Bind gate's operation
  */
 
@@ -41,6 +44,9 @@ import { describe, labelsFrom, methodLabels } from "./labels.js";
  * @property {string} [optionsURL]
  * @property {string} [verifyURL]
  * @property {(name: string) => string} [methodURL]
+ * @property {string[]} [external] methods that finish elsewhere, besides those the 403 lists as external
+ * @property {string} [returnTo] where the page comes back to when the browser blocks the popup (default: this page)
+ * @property {boolean} [popup] false: a method that finishes elsewhere goes by a full-page redirect, never a popup
  * @property {ReturnFocus} [returnFocus]
  * @property {AbortSignal} [signal]
  */
@@ -97,7 +103,14 @@ export async function confirmDialog(info = {}, { labels: custom, returnFocus = f
  * your password instead". With another method first, it shows a field for
  * its secret and posts it to methodURL(name) (default /api/reauth/{name});
  * a wrong secret is said in the dialog and the user may try again until
- * the server's limit. With no method, it says that one must be set up and
+ * the server's limit. A method that finishes elsewhere (info.external, or
+ * options.external: a sign-in at the user's identity provider) has a
+ * button, "Continue with your sign-in provider": the click opens a popup
+ * (see reauthenticateExternal) and the dialog waits, Cancel still at hand,
+ * until the provider's sign-in is done or the popup closes; where the
+ * browser blocks the popup, the page goes to the provider itself (the
+ * reason "redirected") and comes back to options.returnTo. With no method,
+ * it says that one must be set up and
  * resolves to {ok: false, reason: "no_method"}. Cancel or Escape resolves
  * to {ok: false, reason: "cancelled"}, as does a dismissed passkey prompt,
  * and shows no error.
@@ -155,6 +168,9 @@ async function runDialog(info, options, returnFocus, messages, signal) {
   const custom = options.messages || {};
   const labels = labelsFrom(options.labels, typeof custom.no_method === "string" ? custom.no_method : undefined);
   const methods = Array.isArray(info.methods) ? info.methods.filter((m) => typeof m === "string") : ["passkey"];
+  const external = externalMethods(info, options);
+  /** @param {string} name */
+  const kindOf = (name) => (name === "passkey" ? "passkey" : external.has(name) ? "external" : "secret");
   /** @type {Grant} */
   const grant = { scope: info.scope, operation: info.operation };
   const { id, dialog, text: sentence, actions } = newDialog(labels);
@@ -219,35 +235,51 @@ async function runDialog(info, options, returnFocus, messages, signal) {
   });
 
   let index = 0;
+  // What takes the focus: the field of a secret, else the confirm button.
+  const focusTarget = () => (kindOf(methods[index]) === "secret" ? field : ok);
   const show = () => {
     const name = methods[index];
-    const m = methodLabels(labels, name);
-    const passkey = name === "passkey";
-    sentence.textContent = describe(info, labels, passkey ? labels.passkeyPrompt : (action) => labels.secretPrompt(m.name, action));
-    fieldLabel.textContent = passkey ? "" : m.field;
-    fieldLabel.hidden = field.hidden = passkey;
-    field.disabled = passkey;
+    const kind = kindOf(name);
+    const m = methodLabels(labels, name, kind === "external");
+    /** @type {(action: string) => string} */
+    const prompt =
+      kind === "passkey"
+        ? labels.passkeyPrompt
+        : kind === "external"
+          ? (action) => labels.externalPrompt(m.name, action)
+          : (action) => labels.secretPrompt(m.name, action);
+    sentence.textContent = describe(info, labels, prompt);
+    const secret = kind === "secret";
+    fieldLabel.textContent = secret ? m.field : "";
+    fieldLabel.hidden = field.hidden = !secret;
+    field.disabled = !secret;
     field.value = "";
     field.type = m.type;
     field.setAttribute("autocomplete", m.autocomplete);
+    ok.textContent = m.button;
     clearError();
     status.textContent = "";
     const next = methods[(index + 1) % methods.length];
     instead.hidden = methods.length < 2;
-    instead.textContent = methodLabels(labels, next).instead;
+    instead.textContent = methodLabels(labels, next, kindOf(next) === "external").instead;
     instead.dataset.method = next;
     dialog.dataset.method = name;
   };
   show();
 
   let checking = false;
+  // Ends a sign-in elsewhere still under way when the dialog closes (Cancel,
+  // Escape) or its turn ends: the popup closes.
+  const away = new AbortController();
+  const leave = () => away.abort(signal.reason);
+  signal.addEventListener("abort", leave, { once: true });
   /** @type {{passkey: true} | {result: Result} | undefined} */
-  const outcome = await showDialog(dialog, returnFocus, () => (methods[0] === "passkey" ? ok : field), signal, (finish) => {
+  const outcome = await showDialog(dialog, returnFocus, focusTarget, signal, (finish) => {
     cancel.addEventListener("click", () => finish());
     instead.addEventListener("click", () => {
       index = (index + 1) % methods.length;
       show();
-      (methods[index] === "passkey" ? ok : field).focus();
+      focusTarget().focus();
     });
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -255,8 +287,30 @@ async function runDialog(info, options, returnFocus, messages, signal) {
         return;
       }
       const name = methods[index];
-      if (name === "passkey") {
+      const kind = kindOf(name);
+      if (kind === "passkey") {
         finish({ passkey: true });
+        return;
+      }
+      if (kind === "external") {
+        // The focus leaves the button, disabled while this runs, for Cancel,
+        // the one thing left to do here; before the popup opens, which
+        // takes the window's focus.
+        checking = true;
+        cancel.focus();
+        ok.disabled = instead.disabled = true;
+        // Now, in the click: a popup opened after an await is blocked.
+        const popup = options.popup === false ? null : openPopup();
+        form.setAttribute("aria-busy", "true");
+        status.textContent = popup ? labels.externalWaiting : text(messages, "redirected");
+        /** @type {Result} */
+        let result;
+        try {
+          result = await externalCeremony(methodURL(name), popup, { ...grant, returnTo: options.returnTo }, away.signal, messages);
+        } catch (err) {
+          result = thrownFailure(err, away.signal, messages);
+        }
+        finish({ result });
         return;
       }
       if (field.value === "") {
@@ -289,6 +343,8 @@ async function runDialog(info, options, returnFocus, messages, signal) {
       field.focus();
     });
   });
+  signal.removeEventListener("abort", leave);
+  away.abort();
   if (signal.aborted) {
     return clientFailure("aborted", messages);
   }

@@ -2,6 +2,7 @@
 // fetch() with a step-up -----------------------------------------------------
 
 import { reauthenticate, reauthenticateWithSecret, defaultMethodURL } from "./ceremony.js";
+import { externalMethods, reauthenticateExternal } from "./external.js";
 import { clientFailure, messagesFrom } from "./reasons.js";
 import { focused, stepUpDialog } from "./dialog.js";
 
@@ -10,9 +11,11 @@ import { focused, stepUpDialog } from "./dialog.js";
 
 /**
  * What a page's confirm answers: false (declined), true (run the passkey
- * ceremony) or {method, secret} (post the secret to that method).
+ * ceremony), {method, secret} (post the secret to that method) or {method}
+ * for a method that finishes elsewhere (open its popup: resolve right on
+ * the user's click, or the browser may block it).
  *
- * @typedef {boolean | {method: string, secret: string}} ConfirmAnswer
+ * @typedef {boolean | {method: string, secret?: string}} ConfirmAnswer
  */
 
 /**
@@ -32,11 +35,14 @@ import { focused, stepUpDialog } from "./dialog.js";
  *
  * By default the confirmation is stepUpDialog(info): a passkey first when
  * the gate lists it (with the next method offered as "Use your password
- * instead"), a field for the secret of another method, or, when the user has
- * no usable method, a message that one must be set up. Pass confirm to use
- * your own: confirm(info, {signal}) resolves to false (declined), true (run
- * the passkey ceremony) or {method, secret} (post the secret to that
- * method); signal aborts when the request's signal does.
+ * instead"), a field for the secret of another method, a button that opens
+ * the sign-in at the provider for a method that finishes elsewhere (the
+ * 403's "external", or options.external), or, when the user has no usable
+ * method, a message that one must be set up. Pass confirm to use your own:
+ * confirm(info, {signal}) resolves to false (declined), true (run the
+ * passkey ceremony), {method, secret} (post the secret to that method) or
+ * {method} for a method that finishes elsewhere (reauthenticateExternal);
+ * signal aborts when the request's signal does.
  *
  * The confirmation is one ceremony (see reauthenticate): it aborts one in
  * flight, and a newer one aborts it. Aborting the request's signal
@@ -47,7 +53,8 @@ import { focused, stepUpDialog } from "./dialog.js";
  * failed. It rejects only where fetch() would. options.onReauth, if given,
  * receives the result of the confirmation ({ok: false, reason: "cancelled"}
  * when the user declined, "no_method" when there was nothing to confirm
- * with, "aborted" when a newer ceremony replaced it).
+ * with, "aborted" when a newer ceremony replaced it, "redirected" when the
+ * browser blocked the provider's popup and the page is on its way there).
  *
  * When the default dialog closes, the focus goes back to the element that
  * had it when fetchWithStepUp was called (the button that was pressed,
@@ -102,7 +109,7 @@ export async function fetchWithStepUp(input, init, options = {}) {
  * @returns {Promise<Result>}
  */
 async function confirmWith(confirm, info, options) {
-  const { optionsURL, verifyURL, methodURL = defaultMethodURL, signal } = options;
+  const { optionsURL, verifyURL, methodURL = defaultMethodURL, returnTo, popup, signal } = options;
   const messages = messagesFrom(options.messages);
   /** @type {ConfirmAnswer} */
   let answer = false;
@@ -115,6 +122,9 @@ async function confirmWith(confirm, info, options) {
     return clientFailure("aborted", messages);
   }
   const grant = { scope: info.scope, operation: info.operation, messages, signal };
+  if (answer && typeof answer === "object" && externalMethods(info, options).has(answer.method)) {
+    return reauthenticateExternal(answer.method, { ...grant, methodURL, returnTo, popup });
+  }
   if (answer && typeof answer === "object" && typeof answer.method === "string" && answer.method !== "passkey") {
     return reauthenticateWithSecret(methodURL(answer.method), String(answer.secret || ""), grant);
   }

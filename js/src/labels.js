@@ -6,7 +6,9 @@
 // it runs itself; every other method is a name the server sent, and its
 // texts come from labels.methods[name], else from labels.method(name), a
 // generic one built from the name ("password" → "Password", "Use your
-// password instead").
+// password instead"); for a method that finishes elsewhere (the 403's
+// "external"), from labels.externalMethod(name), which speaks of "your
+// sign-in provider".
 
 import { MESSAGES, hasOwn } from "./reasons.js";
 
@@ -16,7 +18,11 @@ import { MESSAGES, hasOwn } from "./reasons.js";
  * autocomplete: "current-password" for a password, "one-time-code" for a
  * code.
  *
- * @typedef {{name?: string, field?: string, instead?: string, type?: string, autocomplete?: string}} MethodLabels
+ * button is the text of the dialog's confirm button while the method is
+ * shown: labels.confirm by default, "Continue with your sign-in provider"
+ * for a method that finishes elsewhere.
+ *
+ * @typedef {{name?: string, field?: string, instead?: string, button?: string, type?: string, autocomplete?: string}} MethodLabels
  */
 
 /**
@@ -28,6 +34,8 @@ import { MESSAGES, hasOwn } from "./reasons.js";
  * @property {string} defaultAction
  * @property {(action: string) => string} passkeyPrompt
  * @property {(method: string, action: string) => string} secretPrompt
+ * @property {(method: string, action: string) => string} externalPrompt
+ * @property {string} externalWaiting
  * @property {string} forThisRequest
  * @property {(n: number, unit: "hour" | "minute" | "second") => string} goodFor
  * @property {string} noMethod
@@ -35,6 +43,7 @@ import { MESSAGES, hasOwn } from "./reasons.js";
  * @property {string} working
  * @property {Record<string, MethodLabels>} methods
  * @property {(name: string) => MethodLabels} method
+ * @property {(name: string) => MethodLabels} externalMethod
  */
 
 /**
@@ -54,6 +63,10 @@ export const LABELS = Object.freeze({
   defaultAction: "continue",
   passkeyPrompt: (action) => `Use your passkey to ${action}.`,
   secretPrompt: (method, action) => `Enter your ${method} to ${action}.`,
+  // A method that finishes elsewhere (method is its name in a sentence),
+  // and what the dialog says while the popup is open.
+  externalPrompt: (method, action) => `Sign in again at your ${method} to ${action}.`,
+  externalWaiting: "Waiting for you to sign in, in the window that opened…",
   forThisRequest: "The confirmation is for this request only.",
   goodFor: (n, unit) => `The confirmation is good for ${n === 1 ? `1 ${unit}` : `${n} ${unit}s`}.`, // unit: "hour", "minute" or "second"
   // Without labels.noMethod, the dialog says messages.no_method.
@@ -66,6 +79,9 @@ export const LABELS = Object.freeze({
   methods: Object.freeze({}),
   // For a method not in methods: texts built from its name.
   method: genericLabels,
+  // For a method that finishes elsewhere and is not in methods: the
+  // provider's texts, whatever its name.
+  externalMethod: providerLabels,
 });
 
 /**
@@ -80,6 +96,17 @@ export const LABELS = Object.freeze({
 function genericLabels(name) {
   const words = name.replace(/[-_]+/g, " ").trim() || name;
   return { name: words, field: words.charAt(0).toUpperCase() + words.slice(1), instead: `Use your ${words} instead` };
+}
+
+/**
+ * providerLabels are the texts of a method that finishes elsewhere (a
+ * sign-in at the user's identity provider) that the page has none for.
+ *
+ * @param {string} _name
+ * @returns {{name: string, instead: string, button: string}}
+ */
+function providerLabels(_name) {
+  return { name: "sign-in provider", instead: "Use your sign-in provider instead", button: "Continue with your sign-in provider" };
 }
 
 /**
@@ -103,20 +130,26 @@ export function labelsFrom(custom = {}, noMethod) {
 
 /**
  * methodLabels are the texts of the method name: the page's for it, over
- * labels.method(name), over the generic ones of LABELS.method(name).
+ * labels.method(name), over the generic ones of LABELS.method(name); for a
+ * method that finishes elsewhere (external), over
+ * labels.externalMethod(name), over the provider's texts.
  *
  * @param {Labels} labels
  * @param {string} name
+ * @param {boolean} [external]
  * @returns {Required<MethodLabels>}
  */
-export function methodLabels(labels, name) {
+export function methodLabels(labels, name, external = false) {
   const own = hasOwn(labels.methods, name) ? labels.methods[name] : {};
-  const m = { ...(typeof labels.method === "function" ? labels.method(name) : {}), ...own };
-  const g = genericLabels(name);
+  const of = external ? labels.externalMethod : labels.method;
+  const m = { ...(typeof of === "function" ? of(name) : {}), ...own };
+  /** @type {MethodLabels} */
+  const g = external ? providerLabels(name) : genericLabels(name);
   return {
-    name: m.name || g.name,
-    field: m.field || g.field,
-    instead: m.instead || g.instead,
+    name: m.name || g.name || name,
+    field: m.field || g.field || name,
+    instead: m.instead || g.instead || name,
+    button: m.button || g.button || labels.confirm,
     type: m.type || "password",
     autocomplete: m.autocomplete || "off",
   };

@@ -21,15 +21,16 @@
  * The reasons of the client's own outcomes, which the server never sends:
  * what each means is in docs/browser-client.md.
  */
-export const CLIENT_REASONS = Object.freeze(["cancelled", "aborted", "no_method", "error"]);
+export const CLIENT_REASONS = Object.freeze(["cancelled", "aborted", "no_method", "redirected", "error"]);
 
 /**
  * The messages of the client's own outcomes, in English. Pass your own as
  * options.messages (to reauthenticate, reauthenticateWithSecret,
- * bindReauthButton, fetchWithStepUp or stepUpDialog): any left out keep
- * their English default. The keys are the client's reasons (cancelled,
- * aborted, no_method) and, for the reason "error", what went wrong
- * (unsupported, network, security, server, failed). A key that is a server
+ * reauthenticateExternal, bindReauthButton, fetchWithStepUp or
+ * stepUpDialog): any left out keep their English default. The keys are the
+ * client's reasons (cancelled, aborted, no_method, redirected) and, for the
+ * reason "error", what went wrong (unsupported, network, security, server,
+ * failed). A key that is a server
  * code, such as wrong_secret, replaces the server's message for it.
  * server is a function of the HTTP status; a plain string works too.
  */
@@ -37,6 +38,7 @@ export const MESSAGES = Object.freeze({
   cancelled: "The confirmation was cancelled.",
   aborted: "A newer confirmation replaced this one.",
   no_method: "This action needs a passkey or another way to confirm it's you. Set one up first, then try again.",
+  redirected: "Taking you to your sign-in provider…",
   // reason "error":
   unsupported: "This browser cannot use passkeys.",
   network: "Could not reach the server. Check your connection and try again.",
@@ -84,7 +86,7 @@ export function failure(reason, message) {
  * clientFailure is a failure with one of the client's reasons; for "error",
  * key says which message (unsupported, network, security, server, failed).
  *
- * @param {"cancelled" | "aborted" | "no_method" | "error"} reason
+ * @param {"cancelled" | "aborted" | "no_method" | "redirected" | "error"} reason
  * @param {Messages} messages
  * @param {string} [key]
  * @param {number} [status]

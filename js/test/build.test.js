@@ -42,6 +42,7 @@ test("stepup.js exports what js/src/index.js does, and loads without running any
     "confirmDialog",
     "fetchWithStepUp",
     "reauthenticate",
+    "reauthenticateExternal",
     "reauthenticateWithSecret",
     "stepUpDialog",
   ]);

@@ -65,6 +65,7 @@ test("labels: no method is built in; a generic set from the server's name", () =
     name: "password",
     field: "Password",
     instead: "Use your password instead",
+    button: "Confirm it's you",
     type: "password",
     autocomplete: "off",
   });
@@ -73,6 +74,7 @@ test("labels: no method is built in; a generic set from the server's name", () =
     name: "sms code",
     field: "Sms code",
     instead: "Use your sms code instead",
+    button: "Confirm it's you",
     type: "password",
     autocomplete: "off",
   });
@@ -89,11 +91,36 @@ test("labels: the page's for a method, over its own method(), over the generic s
     name: "Code",
     field: "Totp",
     instead: "Stattdessen totp",
+    button: "Confirm it's you",
     type: "text",
     autocomplete: "one-time-code",
   });
   assert.equal(methodLabels(labels, "password").instead, "Stattdessen password");
   assert.equal(labels.cancel, "Cancel", "left out: English");
+});
+
+test("labels: a method that finishes elsewhere speaks of the sign-in provider, whatever its name", () => {
+  const labels = labelsFrom();
+  for (const name of ["sso", "okta"]) {
+    const m = methodLabels(labels, name, true);
+    assert.equal(m.name, "sign-in provider");
+    assert.equal(m.button, "Continue with your sign-in provider");
+    assert.equal(m.instead, "Use your sign-in provider instead");
+  }
+  assert.equal(labels.externalPrompt("sign-in provider", "continue"), "Sign in again at your sign-in provider to continue.");
+  // The page's, for the method, over its own externalMethod(), over the provider's.
+  const own = labelsFrom({
+    methods: { sso: { button: "Weiter mit Okta" } },
+    externalMethod: (name) => ({ name: `Anmeldung (${name})`, instead: "Stattdessen anmelden" }),
+  });
+  assert.deepEqual(
+    [methodLabels(own, "sso", true).button, methodLabels(own, "sso", true).name, methodLabels(own, "sso", true).instead],
+    ["Weiter mit Okta", "Anmeldung (sso)", "Stattdessen anmelden"],
+  );
+  assert.equal(methodLabels(own, "other", true).button, "Continue with your sign-in provider");
+  // A page's method() is for the methods that take a secret.
+  assert.equal(methodLabels(labelsFrom({ method: () => ({ button: "X" }) }), "sso", true).button, "Continue with your sign-in provider");
+  assert.equal(methodLabels(labelsFrom({ confirm: "Bestätigen" }), "password").button, "Bestätigen", "a secret's button is labels.confirm");
 });
 
 test("labels: noMethod is the page's label, else its no_method message, else English", () => {

@@ -1,13 +1,19 @@
 // The demo's page script. The step-up part is a few calls into stepup.js:
 // fetchWithStepUp for the sensitive actions (its default dialog, stepUpDialog,
 // offers whichever methods the gate's 403 lists: a passkey first, the
-// password instead), and bindReauthButton and reauthenticateWithSecret on the
-// /reauth page. The rest is the demo's own sign-up and sign-in.
-import { bindReauthButton, fetchWithStepUp, reauthenticateWithSecret } from "/stepup.js";
+// password instead, or the company sign-in in a popup), and bindReauthButton,
+// reauthenticateWithSecret and reauthenticateExternal on the /reauth page.
+// The rest is the demo's own sign-up and sign-in.
+import { bindReauthButton, fetchWithStepUp, reauthenticateExternal, reauthenticateWithSecret } from "/stepup.js";
 
-// The password step-up method: its field is the account's current password,
-// so that a password manager offers it (stepup.js knows no method names).
-const methodLabels = { password: { autocomplete: "current-password" } };
+// The texts of the demo's step-up methods (stepup.js knows no method names).
+// The password: its field is the account's current password, so that a
+// password manager offers it. "sso" (with -sso-dev): the gate's 403 lists it
+// as external, and the dialog opens the provider's sign-in in a popup.
+const methodLabels = {
+  password: { autocomplete: "current-password" },
+  sso: { name: "company sign-in", button: "Continue with your company sign-in", instead: "Use your company sign-in instead" },
+};
 
 // The page's buttons come disabled: a click before this script runs would
 // submit a form the page has not taken over yet. Each init enables its own.
@@ -46,9 +52,9 @@ function initHome() {
   }
 }
 
-// goToProvider asks url (the SSO sign-in, or the "sso" step-up) where to
-// go at the sign-in provider, and goes: the provider sends the browser back
-// to the server, which signs in, or confirms and returns to return_to.
+// goToProvider asks url (the SSO sign-in) where to go at the sign-in
+// provider, and goes: the provider sends the browser back to the server,
+// which signs the user in.
 async function goToProvider(url, body, status) {
   show(status, "busy", "Taking you to your sign-in provider…");
   try {
@@ -267,16 +273,9 @@ function sensitiveForm(id, url, { action, labels = {}, body, done }) {
 function initAddPasskey() {
   const button = document.getElementById("passkey-add");
   const status = document.getElementById("passkey-status");
-  // Confirming at the SSO provider is a round trip through its pages (the
-  // browser part of stepup.js does not offer it yet): a button of its own,
-  // and for an SSO-only user the one way the gate's 403 leaves.
-  const sso = document.getElementById("sso-confirm");
-  const toProvider = () => goToProvider("/api/reauth/sso", { return_to: "/#passkeys-title" }, status);
-  if (sso) {
-    sso.addEventListener("click", () => busy(sso, toProvider));
-    sso.disabled = false;
-  }
-  const ssoOnly = sso && sso.dataset.ssoOnly === "true";
+  // An SSO-only user's gate lists "sso" alone: the dialog offers the
+  // company sign-in, in a popup (or, where the browser blocks popups, the
+  // page goes there and comes back here).
   button.addEventListener("click", () =>
     busy(button, async () => {
       if (!supportsJSON("parseCreationOptionsFromJSON")) {
@@ -291,7 +290,7 @@ function initAddPasskey() {
           {
             labels: { defaultAction: "add a passkey", methods: methodLabels },
             onReauth: (result) => (reauth = result),
-            ...(ssoOnly ? { confirm: () => toProvider().then(() => false) } : {}),
+            returnTo: "/#passkeys-title",
           },
         );
         const options = await readJSON(res);
@@ -345,6 +344,11 @@ function showReauthFailure(status, result, noMethod) {
     show(status, "cancelled", "");
     return;
   }
+  if (result.reason === "redirected") {
+    // The browser blocked the popup: the page is on its way to the provider.
+    show(status, "busy", result.message);
+    return;
+  }
   const text = result.reason === "no_method" && noMethod ? noMethod : reauthMessages[result.reason] || result.message;
   show(status, "error", text, result.reason);
 }
@@ -370,7 +374,9 @@ function initReauth() {
   }
   const sso = document.getElementById("reauth-sso");
   if (sso) {
-    sso.addEventListener("click", () => busy(sso, () => goToProvider("/api/reauth/sso", { return_to: back }, status)));
+    // reauthenticateExternal opens the popup at once: called in the click,
+    // before anything is awaited.
+    sso.addEventListener("click", () => busy(sso, async () => onResult(await reauthenticateExternal("sso", { returnTo: back }))));
     sso.disabled = false;
   }
   const form = document.getElementById("reauth-password-form");
