@@ -36,7 +36,7 @@ const DefaultRegistrySize = 3_000_000
 //   - past 90%, none of those.
 //
 // An entry is a 24-byte slot of an open-addressing table that is at most
-// 80% full when the registry is (30 bytes an entry then), plus about 30
+// 80% full when the registry is (30 bytes an entry then), plus about 50
 // bytes per user holding entries; an idle registry takes next to nothing.
 // A key is kept as a 64-bit word under a secret seed: the low bits number
 // the user (b bits, enough for max users: 22 at the default size), the
@@ -380,7 +380,7 @@ func addTTL(now int64, ttl time.Duration) int64 {
 // Table sizes: a table grows when it would be more than 80% full, to 60%
 // full, and shrinks when it is less than 20% full, to 40%; it has between
 // minSlots and maxSlots slots, at which it is at most 80% full when the
-// registry is. Each resize moves every entry once (about 20 ns an entry).
+// registry is. A resize moves every entry, under the lock.
 const minSlots = 1024
 
 func (m *MemoryRegistry) maxSlots() int { return m.max + m.max/4 + 1 }

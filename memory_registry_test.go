@@ -297,8 +297,8 @@ func TestMemoryRegistrySurvivesTheClockGoingBack(t *testing.T) {
 // ceremonies from a new session every time and using each grant at a
 // single-use gate; meanwhile a new user arrives every minute and three
 // returning users step up every three minutes in their browser. The
-// attackers push the registry past its 80% mark within two minutes and are
-// refused (503) from then on; no new or returning user ever is.
+// attackers push the registry past its 80% mark and are refused (503) from
+// then on; no new or returning user ever is.
 func TestRegistryFloodThroughTheHandlers(t *testing.T) {
 	t.Parallel()
 	const size = 300
