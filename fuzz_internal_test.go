@@ -62,7 +62,7 @@ func FuzzSessionRecords(f *testing.F) {
 					t.Fatalf("accepted an out-of-range start %+v", x)
 				}
 			}
-			if again := encodeExternal(xs); len(xs) > maxExternal || !bytes.Equal(again, b) {
+			if again := encodeExternal(xs); len(xs) > maxExternal || (b[0] == recordVersion && !bytes.Equal(again, b)) {
 				t.Fatalf("starts not canonical: %x -> %x", b, again)
 			}
 		}
