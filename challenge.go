@@ -108,7 +108,9 @@ func readSealed(payload []byte) (c ceremony, commit []byte, ok bool) {
 	flags := r.int()
 	c.audience = string(r.bytes(0, 255))
 	c.token = flags&sealedToken != 0
-	return c, commit, r.ok && len(r.b) == 0
+	// An operation and its commitment are a whole digest, or none.
+	whole := func(b []byte) bool { return len(b) == 0 || len(b) == sha256.Size }
+	return c, commit, r.ok && len(r.b) == 0 && whole(c.op) && whole(commit)
 }
 
 // sealedCommitment returns the commitment a sealed challenge holds, without
