@@ -180,7 +180,7 @@ func (e *External) Start(w http.ResponseWriter, r *http.Request) (ExternalStart,
 		return ExternalStart{}, false
 	}
 	xs := s.externalSession(r)
-	writeExternal(xs, newest(append(liveExternal(readExternal(xs), now), x), maxExternal))
+	writeExternal(xs, newest(append(unexpired(readExternal(xs), now, externalStart.expiry), x), maxExternal))
 	xs.ID = "" // a server-side store: a new ID, never one planted before
 	for _, ss := range []*sessions.Session{sess, xs} {
 		if err := s.save(w, r, ss); err != nil {
@@ -382,7 +382,7 @@ func (e *External) take(c *attempt, state string) (externalStart, *sessions.Sess
 	all := readExternal(xs)
 	for i, x := range all {
 		if subtle.ConstantTimeCompare(x.key, key) == 1 && string(x.method) == e.m.Name {
-			writeExternal(xs, liveExternal(append(all[:i:i], all[i+1:]...), c.now))
+			writeExternal(xs, unexpired(append(all[:i:i], all[i+1:]...), c.now, externalStart.expiry))
 			if x.expires < c.now.Unix() {
 				return externalStart{}, xs, refuse(errExpired, slog.LevelInfo, "the start expired")
 			}
@@ -410,16 +410,13 @@ func (e *External) drop(c *attempt, xs *sessions.Session) {
 // claim takes one unit of the user's failure limit and the start's key, in
 // one atomic Registry step; a key used or expired counts nothing.
 func (e *External) claim(c *attempt, x externalStart) *refusal {
-	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, x.key))
-	switch {
-	case err != nil:
-		return c.registryFailed(err)
-	case failed == 0:
-		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
-	case failed == 1:
-		return refuse(errExpired, slog.LevelWarn, "the start was already used or expired (replayed callback)")
+	replayed, f := c.claimKey(x.key)
+	if replayed {
+		f.cause = "the start was already used or expired (replayed callback)"
 	}
-	c.taken = []string{failureKey(c.who.handle)}
+	if f != nil {
+		return f
+	}
 	c.tokenRequested, c.audience = x.flags&externalToken != 0 && c.s.tokens != nil, string(x.audience)
 	return nil
 }
@@ -570,15 +567,4 @@ func readExternal(sess *sessions.Session) []externalStart {
 
 func writeExternal(sess *sessions.Session, xs []externalStart) {
 	put(sess, secExternal, encodeExternal(xs), len(xs) == 0)
-}
-
-// liveExternal drops the starts that have expired by now.
-func liveExternal(xs []externalStart, now time.Time) []externalStart {
-	live := xs[:0]
-	for _, x := range xs {
-		if x.expires >= now.Unix() {
-			live = append(live, x)
-		}
-	}
-	return live
 }

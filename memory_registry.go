@@ -287,35 +287,27 @@ func (m *MemoryRegistry) apply(op Op, h uint64, u uint32, th uint64, now int64) 
 		if live && t.slots[at].v > 0 {
 			t.slots[at].v--
 		}
-	case OpPut:
-		switch {
-		case op.Value == 0:
-			if at >= 0 {
-				m.drop(at, false)
-			}
-		case live:
-			t.slots[at].v = op.Value
-			t.keep(at, now, op.TTL)
-		default:
-			return m.set(at, h, u, th, op.Value, addTTL(now, op.TTL))
-		}
 	case OpInit:
 		if live {
 			t.keep(at, now, op.TTL)
 			return u
 		}
 		return m.set(at, h, u, th, op.Value, addTTL(now, op.TTL))
-	case OpSwap:
+	case OpPut, OpSwap: // both store a value (Put's Value, Swap's New); 0 deletes
+		v := op.Value
+		if op.Kind == OpSwap {
+			v = op.New
+		}
 		switch {
-		case op.New == 0:
+		case v == 0:
 			if at >= 0 {
 				m.drop(at, false)
 			}
 		case live:
-			t.slots[at].v = op.New
+			t.slots[at].v = v
 			t.keep(at, now, op.TTL)
 		default:
-			return m.set(at, h, u, th, op.New, addTTL(now, op.TTL))
+			return m.set(at, h, u, th, v, addTTL(now, op.TTL))
 		}
 	}
 	return u

@@ -124,7 +124,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.tokens == nil {
-		writePending(sess, newest(append(livePending(readPending(sess), now), c.cookiePending()), maxPending))
+		writePending(sess, newest(append(unexpired(readPending(sess), now, pending.expiry), c.cookiePending()), maxPending))
 	}
 	if err := s.save(w, r, sess); err != nil {
 		s.storeFailed(r, "session", err)
@@ -243,13 +243,16 @@ func (s *StepUp) withTimeout(o *protocol.PublicKeyCredentialRequestOptions) erro
 	return nil
 }
 
-// livePending drops the entries that have expired by now.
-func livePending(ps []pending, now time.Time) []pending {
-	live := ps[:0]
-	for _, p := range ps {
-		if p.expires >= now.Unix() {
-			live = append(live, p)
+// unexpired drops, in place, the records of xs that have expired by now.
+func unexpired[T any](xs []T, now time.Time, expiry func(T) int64) []T {
+	live := xs[:0]
+	for _, x := range xs {
+		if expiry(x) >= now.Unix() {
+			live = append(live, x)
 		}
 	}
 	return live
 }
+
+func (p pending) expiry() int64       { return p.expires }
+func (x externalStart) expiry() int64 { return x.expires }

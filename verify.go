@@ -209,18 +209,29 @@ func findPending(ps []pending, challenge []byte) int {
 // or many, and a challenge answers once and only while the Registry holds it
 // (its own clock, not any instance's, decides that it expired).
 func (c *attempt) claim(p pending) *refusal {
-	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, p.key()))
+	replayed, f := c.claimKey(p.key())
+	if replayed {
+		// Nothing was taken: the replay still counts as an attempt.
+		return c.charge(f)
+	}
+	return f
+}
+
+// claimKey is the claim step of a ceremony whose single-use key is key
+// (claimOps). replayed says the key was used or expired: then nothing was
+// taken and f is challenge_expired, for the caller to charge or not.
+func (c *attempt) claimKey(key []byte) (replayed bool, f *refusal) {
+	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, key))
 	switch {
 	case err != nil:
-		return c.registryFailed(err)
+		return false, c.registryFailed(err)
 	case failed == 0:
-		return c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
+		return false, c.s.tooMany(c.r, c.who.handle, res[0].TTL, "failures")
 	case failed == 1:
-		// Nothing was taken: the replay still counts as an attempt.
-		return c.charge(refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)"))
+		return true, refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)")
 	}
 	c.taken = []string{failureKey(c.who.handle)}
-	return nil
+	return false, nil
 }
 
 // charge takes one unit of the failure limit for attempt refused with f
