@@ -3,10 +3,13 @@ package stepup
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -134,7 +137,7 @@ func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
 	if s.log.Enabled(r.Context(), slog.LevelDebug) { // spares building the attributes
 		s.event(r, slog.LevelDebug, EventOptionsIssued, userAttr(p.handle), slog.Int("credentials", len(opts.AllowedCredentials)), slog.String("scope", req.Scope))
 	}
-	writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(opts), bound})
+	writeOptions(w, opts, bound)
 }
 
 // challengeOf returns the challenge of ceremony c: with Config.Tokens a
@@ -256,3 +259,93 @@ func unexpired[T any](xs []T, now time.Time, expiry func(T) int64) []T {
 
 func (p pending) expiry() int64       { return p.expires }
 func (x externalStart) expiry() int64 { return x.expires }
+
+// writeOptions answers 200 with the options JSON: what encoding/json writes
+// for optionsResponse, byte for byte (FuzzOptionsJSON holds it to that),
+// appended by hand, which spares encoding/json's reflection and the
+// interface conversion of the whole answer on every ceremony's start. Rare
+// shapes (extensions) go through encoding/json.
+func writeOptions(w http.ResponseWriter, o *protocol.PublicKeyCredentialRequestOptions, bound *Operation) {
+	b, ok := appendOptionsJSON(make([]byte, 0, 256+len(o.AllowedCredentials)*128), o, bound)
+	if !ok {
+		writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(o), bound})
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// appendOptionsJSON appends the JSON of optionsResponse{o, bound} and a
+// newline to dst, as encoding/json writes it, or reports false when o has
+// extensions, which it leaves to encoding/json.
+func appendOptionsJSON(dst []byte, o *protocol.PublicKeyCredentialRequestOptions, bound *Operation) ([]byte, bool) {
+	if !reflect.ValueOf(&o.Extensions).Elem().IsZero() { // what omitzero tests
+		return dst, false
+	}
+	b := append(dst, `{"challenge":"`...)
+	b = base64.RawURLEncoding.AppendEncode(b, o.Challenge)
+	b = append(b, '"')
+	if o.Timeout != 0 {
+		b = strconv.AppendInt(append(b, `,"timeout":`...), int64(o.Timeout), 10)
+	}
+	if o.RelyingPartyID != "" {
+		b = appendJSONString(append(b, `,"rpId":`...), o.RelyingPartyID)
+	}
+	if len(o.AllowedCredentials) > 0 {
+		b = append(b, `,"allowCredentials":[`...)
+		for i, d := range o.AllowedCredentials {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(append(b, `{"type":`...), string(d.Type))
+			b = append(b, `,"id":"`...)
+			b = append(base64.RawURLEncoding.AppendEncode(b, d.CredentialID), '"')
+			if len(d.Transport) > 0 {
+				b = appendJSONStrings(append(b, `,"transports":`...), d.Transport)
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	if o.UserVerification != "" {
+		b = appendJSONString(append(b, `,"userVerification":`...), string(o.UserVerification))
+	}
+	if len(o.Hints) > 0 {
+		b = appendJSONStrings(append(b, `,"hints":`...), o.Hints)
+	}
+	if bound != nil {
+		b = appendJSONString(append(b, `,"operation":{"digest":`...), bound.Digest)
+		b = appendJSONString(append(b, `,"description":`...), bound.Description)
+		b = append(b, '}')
+	}
+	return append(b, "}\n"...), true
+}
+
+// appendJSONStrings appends a JSON array of strings.
+func appendJSONStrings[S ~string](b []byte, xs []S) []byte {
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, string(x))
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as encoding/json writes it (HTML characters
+// escaped, invalid UTF-8 replaced): directly when s is printable ASCII
+// needing no escape, else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
+}
