@@ -100,12 +100,23 @@ func writeError(w http.ResponseWriter, e refusal) {
 // writeJSON sends v as JSON with status. Every answer of stepup refuses or
 // grants something, so none may be cached.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSONHeader(w, status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeJSONBytes sends b, JSON already encoded, as writeJSON sends a value.
+func writeJSONBytes(w http.ResponseWriter, status int, b []byte) {
+	writeJSONHeader(w, status)
+	_, _ = w.Write(b)
+}
+
+// writeJSONHeader writes the header of a JSON answer with status.
+func writeJSONHeader(w http.ResponseWriter, status int) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 type errorBody struct {

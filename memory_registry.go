@@ -122,12 +122,19 @@ func (m *MemoryRegistry) Len() int {
 
 // tagOf returns the {tag} of key, or the whole key when it has none.
 func tagOf(key string) string {
+	tag, _ := tagSpan(key)
+	return tag
+}
+
+// tagSpan returns the {tag} of key and the length of key through its '}'
+// (0 when it has none, and then the whole key as the tag).
+func tagSpan(key string) (string, int) {
 	if i := strings.IndexByte(key, '{'); i >= 0 {
 		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			return key[i+1 : i+1+j]
+			return key[i+1 : i+1+j], i + j + 2
 		}
 	}
-	return key
+	return key, 0
 }
 
 // Update implements [Registry].
@@ -139,14 +146,15 @@ func (m *MemoryRegistry) Update(_ context.Context, ops []Op, res []Result) (int,
 		return -1, nil
 	}
 	// Hash outside the lock: the tag once, each key without its owner bits.
-	tag := tagOf(ops[0].Key)
+	tag, end := tagSpan(ops[0].Key)
+	head := ops[0].Key[:end] // keys starting as the first one, through its '}', share its tag
 	var buf [16]uint64
 	hs := buf[:0]
 	if len(ops) > len(buf) {
 		hs = make([]uint64, 0, len(ops))
 	}
 	for _, op := range ops {
-		if tagOf(op.Key) != tag {
+		if (head == "" || !strings.HasPrefix(op.Key, head)) && tagOf(op.Key) != tag {
 			return -1, errors.New("stepup: registry: the keys of one update must share one tag")
 		}
 		hs = append(hs, maphash.String(m.seed, op.Key)&^m.ownerMask)

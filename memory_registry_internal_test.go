@@ -290,3 +290,32 @@ func TestMemoryRegistryAdmission(t *testing.T) {
 		})
 	}
 }
+
+// TestUpdateKeysShareOneTag: an update's keys must share the first key's
+// {tag}, however they are spelled around it; keys without one must be that
+// very key.
+func TestUpdateKeysShareOneTag(t *testing.T) {
+	for _, c := range []struct {
+		keys []string
+		ok   bool
+	}{
+		{[]string{"stepup:{u1}:a", "stepup:{u1}:b"}, true},
+		{[]string{"stepup:{u1}:a", "floor:{u1}:b"}, true},
+		{[]string{"stepup:{u1}:a", "stepup:{u10}:a"}, false},
+		{[]string{"stepup:{u10}:a", "stepup:{u1}:a"}, false},
+		{[]string{"a}b{c}d", "a}b{e}d"}, false},
+		{[]string{"a}b{c}d", "x{c}"}, true},
+		{[]string{"abc", "abcd"}, false},
+		{[]string{"abc", "abc"}, true},
+		{[]string{"{}x", "{}y"}, false}, // an empty tag is no tag
+	} {
+		ops := make([]Op, len(c.keys))
+		for i, k := range c.keys {
+			ops[i] = Op{Kind: OpGet, Key: k}
+		}
+		_, err := NewMemoryRegistry(16, nil).Update(context.Background(), ops, make([]Result, len(ops)))
+		if (err == nil) != c.ok {
+			t.Errorf("%q: error %v, want ok %v", c.keys, err, c.ok)
+		}
+	}
+}

@@ -271,12 +271,7 @@ func writeOptions(w http.ResponseWriter, o *protocol.PublicKeyCredentialRequestO
 		writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(o), bound})
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	writeJSONBytes(w, http.StatusOK, b)
 }
 
 // appendOptionsJSON appends the JSON of optionsResponse{o, bound} and a

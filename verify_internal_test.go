@@ -1,6 +1,7 @@
 package stepup
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -33,6 +34,25 @@ func TestCleanDescription(t *testing.T) {
 	} {
 		if got := cleanDescription(in); got != want {
 			t.Errorf("cleanDescription(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestVerifyResultJSON holds verifyResult.appendJSON to what encoding/json
+// writes for it, with and without a token, and for strings that need
+// escaping.
+func TestVerifyResultJSON(t *testing.T) {
+	for _, v := range []verifyResult{
+		{Status: "ok", ReauthenticatedAt: "2026-12-03T13:05:37Z"},
+		{Status: "ok", ReauthenticatedAt: "2026-12-03T13:05:37Z", Token: "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1In0.c2ln", TokenExpiresAt: "2026-12-03T13:10:37Z"},
+		{Status: "<ok>", ReauthenticatedAt: "\u2028&\"\\\x01\xff", Token: "", TokenExpiresAt: "x"},
+	} {
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := v.appendJSON(nil); string(got) != string(want)+"\n" {
+			t.Errorf("appendJSON wrote %s\nwant %s", got, want)
 		}
 	}
 }
