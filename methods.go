@@ -181,7 +181,8 @@ func (s *StepUp) available(r *http.Request, m *Method, who principal) *refusal {
 // a non-nil *refusal when the user is over a limit or the Registry fails.
 func (c *attempt) start() (revocation, *refusal) {
 	rv := proposeRevocation(c.who, c.sess)
-	res, failed, err := c.s.update(c.ctx, c.s.startOps(c.who.handle, rv))
+	ops := c.s.startOps(c.who.handle, rv)
+	res, failed, err := c.s.update(c.ctx, ops)
 	var f *refusal
 	switch {
 	case err != nil:
@@ -199,7 +200,7 @@ func (c *attempt) start() (revocation, *refusal) {
 		writeRefusal(c.w, f)
 		return rv, f
 	}
-	c.taken = []string{failureKey(c.who.handle), stepUpKey(c.who.handle)}
+	c.taken = []string{ops[opFailures].Key, ops[opStepUps].Key}
 	return rv.bound(res), nil
 }
 

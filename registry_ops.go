@@ -42,32 +42,39 @@ const ceremonyGrace = time.Minute
 // read (made if absent, with the values rv proposes) and kept until the
 // ceremony can record its grant; the challenge is issued for its lifetime.
 func (s *StepUp) optionsOps(uid []byte, rv revocation, challenge []byte) []Op {
+	t := challengeTail(challenge)
+	k := userKeys(uid, keySpec{kind: kindFailure}, keySpec{kind: kindStepUps}, keySpec{kind: kindEpoch},
+		keySpec{kind: kindSession, tail: rv.sid}, keySpec{kind: kindChallenge, tail: t[:]})
 	return []Op{
-		{Kind: OpBelow, Key: failureKey(uid), Limit: int64(s.maxFailures)},
-		{Kind: OpTake, Key: stepUpKey(uid), Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
-		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: s.ttl + ceremonyGrace},
-		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: s.ttl + ceremonyGrace},
-		{Kind: OpPut, Key: challengeKey(uid, challenge), Value: 1, TTL: s.ttl},
+		{Kind: OpBelow, Key: k[0], Limit: int64(s.maxFailures)},
+		{Kind: OpTake, Key: k[1], Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
+		{Kind: OpInit, Key: k[2], Value: rv.userEpoch, TTL: s.ttl + ceremonyGrace},
+		{Kind: OpInit, Key: k[3], Value: rv.sessEpoch, TTL: s.ttl + ceremonyGrace},
+		{Kind: OpPut, Key: k[4], Value: 1, TTL: s.ttl},
 	}
 }
 
 // startOps starts a method's attempt: a unit of each limit, and the
 // revocation states as in optionsOps.
 func (s *StepUp) startOps(uid []byte, rv revocation) []Op {
+	k := userKeys(uid, keySpec{kind: kindFailure}, keySpec{kind: kindStepUps}, keySpec{kind: kindEpoch},
+		keySpec{kind: kindSession, tail: rv.sid})
 	return []Op{
-		{Kind: OpTake, Key: failureKey(uid), Limit: int64(s.maxFailures), TTL: s.window},
-		{Kind: OpTake, Key: stepUpKey(uid), Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
-		{Kind: OpInit, Key: epochKey(uid), Value: rv.userEpoch, TTL: ceremonyGrace},
-		{Kind: OpInit, Key: sessionKey(uid, rv.sid), Value: rv.sessEpoch, TTL: ceremonyGrace},
+		{Kind: OpTake, Key: k[0], Limit: int64(s.maxFailures), TTL: s.window},
+		{Kind: OpTake, Key: k[1], Limit: int64(s.maxStepUps), TTL: s.stepUpWindow},
+		{Kind: OpInit, Key: k[2], Value: rv.userEpoch, TTL: ceremonyGrace},
+		{Kind: OpInit, Key: k[3], Value: rv.sessEpoch, TTL: ceremonyGrace},
 	}
 }
 
 // claimOps takes a unit of the failure limit and claims the challenge: it
 // must still be issued (once, and not expired by the registry's clock).
 func (s *StepUp) claimOps(uid, challenge []byte) []Op {
+	t := challengeTail(challenge)
+	k := userKeys(uid, keySpec{kind: kindFailure}, keySpec{kind: kindChallenge, tail: t[:]})
 	return []Op{
-		{Kind: OpTake, Key: failureKey(uid), Limit: int64(s.maxFailures), TTL: s.window},
-		{Kind: OpSwap, Key: challengeKey(uid, challenge), Value: 1, New: 0},
+		{Kind: OpTake, Key: k[0], Limit: int64(s.maxFailures), TTL: s.window},
+		{Kind: OpSwap, Key: k[1], Value: 1, New: 0},
 	}
 }
 
@@ -95,14 +102,15 @@ const (
 // an older copy of the cookie cannot use them, and a user's live grant
 // records stay bounded by maxGrants per session.
 func (s *StepUp) grantOps(g grantRecord, dropped []grantRecord, life time.Duration, passkey bool, counter string) []Op {
-	ops := []Op{
-		{Kind: OpSwap, Key: epochKey(g.user), Value: g.userEpoch, New: g.userEpoch, TTL: life},
-		{Kind: OpSwap, Key: sessionKey(g.user, g.sid), Value: g.sessEpoch, New: g.sessEpoch, TTL: life},
-		{Kind: OpPut, Key: grantKey(g.user, g.id), Value: grantLive, TTL: life},
-		{Kind: OpGive, Key: failureKey(g.user)},
-	}
+	k := userKeys(g.user, keySpec{kind: kindEpoch}, keySpec{kind: kindSession, tail: g.sid}, keySpec{kind: kindGrant, tail: g.id},
+		keySpec{kind: kindFailure})
+	ops := make([]Op, 4, 5+len(dropped))
+	ops[0] = Op{Kind: OpSwap, Key: k[0], Value: g.userEpoch, New: g.userEpoch, TTL: life}
+	ops[1] = Op{Kind: OpSwap, Key: k[1], Value: g.sessEpoch, New: g.sessEpoch, TTL: life}
+	ops[2] = Op{Kind: OpPut, Key: k[2], Value: grantLive, TTL: life}
+	ops[3] = Op{Kind: OpGive, Key: k[3]}
 	if passkey {
-		ops[3] = Op{Kind: OpPut, Key: failureKey(g.user), Value: 0}
+		ops[3] = Op{Kind: OpPut, Key: k[3], Value: 0}
 	}
 	if counter != "" {
 		ops = append(ops, Op{Kind: OpSwap, Key: counter, Value: 0, New: 1, TTL: counterKeyTTL})
@@ -120,9 +128,10 @@ func (s *StepUp) grantOps(g grantRecord, dropped []grantRecord, life time.Durati
 // of concurrent requests carrying it exactly one passes; for any other gate
 // the update only reads.
 func gateOps(dst *[3]Op, g grantRecord, single bool) []Op {
-	dst[0] = Op{Kind: OpGet, Key: grantKey(g.user, g.id)}
-	dst[1] = Op{Kind: OpGet, Key: epochKey(g.user)}
-	dst[2] = Op{Kind: OpGet, Key: sessionKey(g.user, g.sid)}
+	k := userKeys(g.user, keySpec{kind: kindGrant, tail: g.id}, keySpec{kind: kindEpoch}, keySpec{kind: kindSession, tail: g.sid})
+	dst[0] = Op{Kind: OpGet, Key: k[0]}
+	dst[1] = Op{Kind: OpGet, Key: k[1]}
+	dst[2] = Op{Kind: OpGet, Key: k[2]}
 	if single {
 		dst[0] = Op{Kind: OpSwap, Key: dst[0].Key, Value: grantLive, New: grantUsed}
 		dst[1] = Op{Kind: OpSwap, Key: dst[1].Key, Value: g.userEpoch, New: g.userEpoch}

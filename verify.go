@@ -221,7 +221,8 @@ func (c *attempt) claim(p pending) *refusal {
 // (claimOps). replayed says the key was used or expired: then nothing was
 // taken and f is challenge_expired, for the caller to charge or not.
 func (c *attempt) claimKey(key []byte) (replayed bool, f *refusal) {
-	res, failed, err := c.s.update(c.ctx, c.s.claimOps(c.who.handle, key))
+	ops := c.s.claimOps(c.who.handle, key)
+	res, failed, err := c.s.update(c.ctx, ops)
 	switch {
 	case err != nil:
 		return false, c.registryFailed(err)
@@ -230,7 +231,7 @@ func (c *attempt) claimKey(key []byte) (replayed bool, f *refusal) {
 	case failed == 1:
 		return true, refuse(errExpired, slog.LevelWarn, "challenge already used or expired (replayed session)")
 	}
-	c.taken = []string{failureKey(c.who.handle)}
+	c.taken = []string{ops[0].Key}
 	return false, nil
 }
 
