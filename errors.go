@@ -128,3 +128,28 @@ type errorBody struct {
 	Methods   *[]string  `json:"methods,omitempty"`
 	External  []string   `json:"external,omitempty"` // of Methods, those that finish at another party
 }
+
+// appendJSONStrings appends a JSON array of strings.
+func appendJSONStrings[S ~string](b []byte, xs []S) []byte {
+	b = append(b, '[')
+	for i, x := range xs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, string(x))
+	}
+	return append(b, ']')
+}
+
+// appendJSONString appends s as encoding/json writes it (HTML characters
+// escaped, invalid UTF-8 replaced): directly when s is printable ASCII
+// needing no escape, else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	return append(append(append(b, '"'), s...), '"')
+}
