@@ -84,7 +84,11 @@ func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad refusal
 	if r.Body == http.NoBody { // what the server gives a request without a body
 		return nil, nil
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var buf []byte
+	if n := r.ContentLength; n > 0 && n < max {
+		buf = make([]byte, 0, n+1) // room to meet the end without growing
+	}
+	body, err := readAll(buf, http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -93,11 +97,32 @@ func readJSONBody(w http.ResponseWriter, r *http.Request, max int64, bad refusal
 		return nil, &bad
 	}
 	if len(bytes.TrimSpace(body)) > 0 {
-		if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
-			return nil, &bad
+		if ct := r.Header.Get("Content-Type"); ct != "application/json" {
+			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+				return nil, &bad
+			}
 		}
 	}
 	return body, nil
+}
+
+// readAll reads rd to its end, appending to b, as io.ReadAll does from an
+// empty slice: a body whose length the request declares is read into
+// exactly that room, instead of a buffer grown from 512 bytes.
+func readAll(b []byte, rd io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // attempt is one run of a ceremony handler for the signed-in user who.
@@ -343,7 +368,7 @@ func (c *attempt) succeed(p pending, m proof) {
 // putGrant writes the grants gs into the session, with what the new one
 // ends: the pending ceremony p, and for a bound grant its pending operation.
 func (c *attempt) putGrant(p pending, gs []grantRecord) {
-	writeGrants(c.sess, gs)
+	secs := append(make([]section, 0, 3), section{secGrants, encodeGrants(gs), len(gs) == 0})
 	// A server-side store keeps the session under an ID that the cookie
 	// carries: the grant gets a new one, so that an ID planted in the
 	// browser before the step-up (session fixation) never holds a grant.
@@ -356,7 +381,7 @@ func (c *attempt) putGrant(p pending, gs []grantRecord) {
 				rest = append(rest, q)
 			}
 		}
-		writePending(c.sess, rest)
+		secs = append(secs, section{secPending, encodePending(rest), len(rest) == 0})
 	}
 	if len(p.op) > 0 {
 		var ops []pendingOp
@@ -365,8 +390,9 @@ func (c *attempt) putGrant(p pending, gs []grantRecord) {
 				ops = append(ops, o)
 			}
 		}
-		writeOperations(c.sess, ops)
+		secs = append(secs, section{secOperations, encodeOperations(ops), len(ops) == 0})
 	}
+	putSections(c.sess, secs...)
 }
 
 // verifyResult is the body of a successful verify.

@@ -3,6 +3,7 @@ package stepup
 import (
 	"encoding/binary"
 	"net/http"
+	"slices"
 
 	"github.com/gorilla/sessions"
 )
@@ -373,28 +374,49 @@ func legacyValue(sess *sessions.Session, kind byte) []byte {
 // new value that keeps the other sections (sessions written before
 // keySession have theirs copied in).
 func put(sess *sessions.Session, kind byte, b []byte, empty bool) {
+	putSections(sess, section{kind, b, empty})
+}
+
+// section is a section's new content for putSections.
+type section struct {
+	kind  byte
+	b     []byte
+	empty bool // delete the section
+}
+
+// putSections replaces each of secs in sess, as put does, in one new value.
+func putSections(sess *sessions.Session, secs ...section) {
+	replaced := func(k byte) bool {
+		return slices.ContainsFunc(secs, func(x section) bool { return x.kind == k })
+	}
 	old, ok := sess.Values[keySession].([]byte)
 	if !ok && len(sess.Values) > 0 {
 		for _, l := range legacyKeys {
-			if v := legacyValue(sess, l.kind); len(v) > 0 && l.kind != kind {
+			if v := legacyValue(sess, l.kind); len(v) > 0 && !replaced(l.kind) {
 				old = appendSection(old, l.kind, v)
 			}
 			delete(sess.Values, l.key)
 		}
 	}
-	out := make([]byte, 0, len(old)+1+binary.MaxVarintLen64+len(b))
+	size := len(old)
+	for _, x := range secs {
+		size += 1 + binary.MaxVarintLen64 + len(x.b)
+	}
+	out := make([]byte, 0, size)
 	for len(old) > 0 {
 		k, _, rest, ok := nextSection(old)
 		if !ok {
 			break
 		}
-		if k != kind {
+		if !replaced(k) {
 			out = append(out, old[:len(old)-len(rest)]...)
 		}
 		old = rest
 	}
-	if !empty {
-		out = appendSection(out, kind, b)
+	for _, x := range secs {
+		if !x.empty {
+			out = appendSection(out, x.kind, x.b)
+		}
 	}
 	if len(out) == 0 {
 		delete(sess.Values, keySession)

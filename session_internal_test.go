@@ -47,6 +47,49 @@ func TestSessionSectionsKeepEachOther(t *testing.T) {
 	}
 }
 
+// TestPutSectionsIsPutsInTurn: replacing several sections at once leaves
+// every section as replacing them one by one does, from the current layout
+// and from the earlier one (one key per section).
+func TestPutSectionsIsPutsInTurn(t *testing.T) {
+	sid := bytes.Repeat([]byte{7}, sessionIDLen)
+	g := grantRecord{at: 1764072000, user: []byte("handle-alice"), id: bytes.Repeat([]byte{1}, 16), method: []byte(MethodPasskey)}
+	p := pending{expires: 1764072120, challenge: bytes.Repeat([]byte{2}, 32), user: []byte("handle-alice")}
+	o := pendingOp{expires: 1764072120, user: []byte("handle-alice"), digest: bytes.Repeat([]byte{3}, 32), description: []byte("Pay")}
+	current := func() *sessions.Session {
+		sess := sessions.NewSession(nil, "stepup")
+		put(sess, secSessionID, sid, false)
+		writeGrants(sess, []grantRecord{g})
+		writePending(sess, []pending{p, p})
+		writeOperations(sess, []pendingOp{o})
+		return sess
+	}
+	earlier := func() *sessions.Session {
+		sess := sessions.NewSession(nil, "stepup")
+		sess.Values["stepup.grants"] = encodeGrantsV3([]grantRecord{g})
+		sess.Values["stepup.pending"] = encodePendingV3([]pending{p})
+		sess.Values["stepup.sid"] = sid
+		return sess
+	}
+	g2 := g
+	g2.at++
+	secs := []section{{secGrants, encodeGrants([]grantRecord{g, g2}), false}, {secPending, nil, true}, {secOperations, encodeOperations(nil), true}}
+	for name, mk := range map[string]func() *sessions.Session{"current": current, "earlier": earlier} {
+		once, inTurn := mk(), mk()
+		putSections(once, secs...)
+		for _, x := range secs {
+			put(inTurn, x.kind, x.b, x.empty)
+		}
+		for _, k := range []byte{secGrants, secPending, secOperations, secSessionID, secExternal} {
+			if a, b := value(once, k), value(inTurn, k); !bytes.Equal(a, b) {
+				t.Errorf("%s: section %c is %x at once, %x in turn", name, k, a, b)
+			}
+		}
+		if len(once.Values) != len(inTurn.Values) {
+			t.Errorf("%s: %d values at once, %d in turn", name, len(once.Values), len(inTurn.Values))
+		}
+	}
+}
+
 // TestSessionReadsEarlierLayout checks that a session written before the
 // sections shared one value (one key per section) keeps its grants, its
 // pending ceremonies and its ID: they are read as they are, and moved into
