@@ -507,3 +507,61 @@ func storeFailures(a *app, store string) int {
 	}
 	return n
 }
+
+// TestLeastPrivilegeRedisUser: the Redis user that docs/several-instances.md
+// gives the registry (scripts, the five commands the script calls, keys
+// under the application's prefix, nothing else) does everything stepup
+// does: step-ups on two instances, plain and single-use gates, Revoke,
+// RevokeUser, and a script cache flushed under it. A command fewer, and a
+// step fails closed.
+func TestLeastPrivilegeRedisUser(t *testing.T) {
+	t.Parallel()
+	srv := newRedis(t)
+	admin := srv.client(t)
+	ctx := t.Context()
+	setUser := func(commands ...any) {
+		t.Helper()
+		args := append([]any{"ACL", "SETUSER", "stepup", "reset", "on", ">stepup-secret", "~myapp:stepup:*", "resetchannels", "-@all"}, commands...)
+		if err := admin.Do(ctx, args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setUser("+evalsha", "+eval", "+get", "+set", "+del", "+pttl", "+pexpire")
+	a := newApp(t, srv)
+	a.newReg = func() stepup.Registry {
+		return redisstore.New(newClient(t, srv.addr, func(o *redis.Options) {
+			o.Username, o.Password = "stepup", "stepup-secret"
+		}), redisstore.WithKeyPrefix("myapp:"))
+	}
+	one, two := a.instance(), a.instance()
+	c, d := a.client("alice"), a.client("alice")
+	one.reauth(c)
+	two.expectGrant(c)
+	if r := two.post(c, "/once", nil); r.status != http.StatusOK {
+		t.Fatalf("once gate: %d %s", r.status, r.raw)
+	}
+	if r := one.post(c, "/once", nil); r.status != http.StatusForbidden {
+		t.Fatalf("once gate a second time: %d %s, want 403", r.status, r.raw)
+	}
+	if err := admin.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	two.reauth(d)
+	one.revoke(c)
+	one.expectNoGrant(c)
+	two.expectGrant(d)
+	if err := two.su.RevokeUser(ctx, []byte("handle-alice")); err != nil {
+		t.Fatal(err)
+	}
+	one.expectNoGrant(d)
+	if n := storeFailures(a, "registry"); n != 0 {
+		t.Fatalf("%d store_failed events for the registry, want none: %s", n, a.log)
+	}
+	// Without DEL (a claimed challenge is deleted), a step-up fails
+	// closed, and grants nothing.
+	setUser("+evalsha", "+eval", "+get", "+set", "+pttl", "+pexpire")
+	e := a.client("alice")
+	as := a.sign(one.options(e))
+	expectError(t, two.verify(e, as), http.StatusServiceUnavailable, codeServiceUnavailable)
+	one.expectNoGrant(e)
+}
