@@ -433,10 +433,7 @@ func TestRedisRefusingWritesFailsClosed(t *testing.T) {
 	ctx := t.Context()
 	setUser := func(rules ...any) {
 		t.Helper()
-		args := append([]any{"ACL", "SETUSER", "app", "on", ">app-secret", "resetkeys", "+@all"}, rules...)
-		if err := admin.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
+		setACLUser(t, admin, append([]any{"app", "on", ">app-secret", "resetkeys", "+@all"}, rules...)...)
 	}
 	// The application's Redis user may write every key but the grants':
 	// options and the claim of the challenge work, and recording the grant
@@ -521,10 +518,7 @@ func TestLeastPrivilegeRedisUser(t *testing.T) {
 	ctx := t.Context()
 	setUser := func(commands ...any) {
 		t.Helper()
-		args := append([]any{"ACL", "SETUSER", "stepup", "reset", "on", ">stepup-secret", "~myapp:stepup:*", "resetchannels", "-@all"}, commands...)
-		if err := admin.Do(ctx, args...).Err(); err != nil {
-			t.Fatal(err)
-		}
+		setACLUser(t, admin, append([]any{"stepup", "reset", "on", ">stepup-secret", "~myapp:stepup:*", "resetchannels", "-@all"}, commands...)...)
 	}
 	setUser("+evalsha", "+eval", "+get", "+set", "+del", "+pttl", "+pexpire")
 	a := newApp(t, srv)
@@ -564,4 +558,12 @@ func TestLeastPrivilegeRedisUser(t *testing.T) {
 	as := a.sign(one.options(e))
 	expectError(t, two.verify(e, as), http.StatusServiceUnavailable, codeServiceUnavailable)
 	one.expectNoGrant(e)
+}
+
+// setACLUser runs ACL SETUSER with args on admin's server.
+func setACLUser(t *testing.T, admin *redis.Client, args ...any) {
+	t.Helper()
+	if err := admin.Do(t.Context(), append([]any{"ACL", "SETUSER"}, args...)...).Err(); err != nil {
+		t.Fatal(err)
+	}
 }
