@@ -469,10 +469,44 @@ func newest[T any](items []T, max int) []T {
 	return items
 }
 
+// sessionBudget bounds the step-up value: securecookie writes a cookie of
+// at most 4,096 bytes (its default MaxLength), which holds about 2,200
+// bytes of the value once gob-encoded, encrypted, authenticated and
+// base64-encoded twice. Each kind of record is bounded in number, but the
+// most of every kind at their longest (64-byte handles, 255-byte passkey
+// IDs, 120-byte descriptions) would not fit.
+const sessionBudget = 2048
+
+// fitSession keeps the step-up value of sess within sessionBudget: while it
+// is over, it drops the oldest record that can be made again, keeping the
+// newest of each kind (what the step saving it has just written): another
+// tab's pending ceremony first (it is started again), then the oldest
+// operation awaiting confirmation (the client sends it again), then the
+// oldest grant (the user confirms again). A dropped grant's Registry record
+// lives out its lifetime. It returns how many records it dropped.
+func fitSession(sess *sessions.Session) int {
+	n := 0
+	for b, _ := sess.Values[keySession].([]byte); len(b) > sessionBudget; b, _ = sess.Values[keySession].([]byte) {
+		if ps := readPending(sess); len(ps) > 1 {
+			writePending(sess, ps[1:])
+		} else if ops := readOperations(sess); len(ops) > 1 {
+			writeOperations(sess, ops[1:])
+		} else if gs := readGrants(nil, sess); len(gs) > 1 {
+			writeGrants(sess, gs[1:])
+		} else {
+			return n // one record of each kind: it fits whatever they hold
+		}
+		n++
+	}
+	return n
+}
+
 // save writes sess with the step-up cookie's fixed attributes: HttpOnly and
 // SameSite Lax (Strict if the store asks for it); path, domain, Secure and
-// lifetime come from the store.
+// lifetime come from the store. It first keeps the session within its
+// budget (fitSession).
 func (s *StepUp) save(w http.ResponseWriter, r *http.Request, sess *sessions.Session) error {
+	fitSession(sess)
 	var o sessions.Options
 	if sess.Options != nil {
 		o = *sess.Options

@@ -2,6 +2,8 @@ package stepup
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/gorilla/sessions"
@@ -87,6 +89,88 @@ func TestPutSectionsIsPutsInTurn(t *testing.T) {
 		if len(once.Values) != len(inTurn.Values) {
 			t.Errorf("%s: %d values at once, %d in turn", name, len(once.Values), len(inTurn.Values))
 		}
+	}
+}
+
+// TestSessionKeepsWithinItsBudget: a step-up session holding the most
+// records of every kind, each at its longest, is more than a cookie store
+// can write; fitSession drops other tabs' ceremonies first, then the
+// oldest operations, then the oldest grants, keeping the newest of each,
+// until a cookie store writes it. A session within its budget is left as
+// it is.
+func TestSessionKeepsWithinItsBudget(t *testing.T) {
+	store := sessions.NewCookieStore(bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32))
+	fill := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+	user := fill('u', maxHandleLen)
+	var filled func(grants int) *sessions.Session
+	full := func() *sessions.Session { return filled(maxGrants) }
+	filled = func(grants int) *sessions.Session {
+		sess := sessions.NewSession(store, "stepup")
+		put(sess, secSessionID, fill('s', sessionIDLen), false)
+		var gs []grantRecord
+		for i := range grants {
+			gs = append(gs, grantRecord{at: int64(1764072000 + i), signIn: fill('i', signInTagLen), user: user, scope: fill('c', maxScopeLen),
+				op: fill('o', 32), id: fill(byte(i), 16), method: fill('m', maxMethodLen), amr: fill('a', maxAMRLen),
+				cred: fill('k', maxCredentialIDLen), revocation: revocation{userEpoch: 1, sessEpoch: 2}})
+		}
+		writeGrants(sess, gs)
+		var ps []pending
+		for i := range maxPending {
+			ps = append(ps, pending{expires: int64(1764072120 + i), challenge: fill(byte(i), 64), user: user, scope: fill('c', maxScopeLen),
+				nonce: fill('n', 32), op: fill('o', 32), revocation: revocation{userEpoch: 1, sessEpoch: 2}})
+		}
+		writePending(sess, ps)
+		var ops []pendingOp
+		for i := range maxOperations {
+			ops = append(ops, pendingOp{expires: int64(1764072120 + i), user: user, digest: fill(byte(i), 32), description: fill('d', maxDescriptionLen)})
+		}
+		writeOperations(sess, ops)
+		return sess
+	}
+	save := func(sess *sessions.Session) error {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		return sess.Save(r, httptest.NewRecorder())
+	}
+	if err := save(full()); err == nil {
+		t.Fatal("a full session of the longest records was written as it is: the test no longer shows a session over its budget")
+	}
+	sess := full()
+	if n := fitSession(sess); n == 0 {
+		t.Fatal("fitSession dropped nothing")
+	}
+	if err := save(sess); err != nil {
+		t.Fatalf("after fitSession: %v", err)
+	}
+	gs, ps, ops := readGrants(nil, sess), readPending(sess), readOperations(sess)
+	if len(ps) != 1 || ps[0].expires != 1764072120+maxPending-1 {
+		t.Errorf("pending %d, want the newest one only (the first dropped)", len(ps))
+	}
+	if len(ops) == 0 || ops[len(ops)-1].expires != 1764072120+maxOperations-1 {
+		t.Errorf("operations: %d, want the newest kept", len(ops))
+	}
+	if len(gs) == 0 || gs[len(gs)-1].at != 1764072000+maxGrants-1 || (len(gs) < maxGrants && len(ops) > 1) {
+		t.Errorf("grants: %d (operations %d), want the newest kept, and grants dropped only once one operation is left", len(gs), len(ops))
+	}
+	if !bytes.Equal(value(sess, secSessionID), fill('s', sessionIDLen)) {
+		t.Error("the session ID was dropped")
+	}
+
+	// Two grants: dropping the other tabs' ceremonies is enough, and the
+	// operations and grants are all kept.
+	two := filled(2)
+	if n := fitSession(two); n != maxPending-1 {
+		t.Errorf("two grants: %d records dropped, want the %d other tabs' ceremonies", n, maxPending-1)
+	}
+	if gs, ps, ops := readGrants(nil, two), readPending(two), readOperations(two); len(gs) != 2 || len(ps) != 1 || len(ops) != maxOperations {
+		t.Errorf("two grants: kept %d grants, %d pending, %d operations; want 2, 1, %d", len(gs), len(ps), len(ops), maxOperations)
+	}
+
+	small := sessions.NewSession(store, "stepup")
+	writeGrants(small, []grantRecord{{at: 1, user: []byte("u"), id: fill(1, 16)}})
+	writePending(small, []pending{{expires: 2, challenge: fill(2, 32), user: []byte("u")}, {expires: 3, challenge: fill(3, 32), user: []byte("u")}})
+	before := bytes.Clone(small.Values[keySession].([]byte))
+	if n := fitSession(small); n != 0 || !bytes.Equal(small.Values[keySession].([]byte), before) {
+		t.Errorf("a session within its budget: %d records dropped", n)
 	}
 }
 
