@@ -42,50 +42,11 @@ type optionsRequest struct {
 }
 
 // optionsResponse is PublicKeyCredentialRequestOptionsJSON, with the bound
-// operation beside its fields for the prompt.
+// operation beside its fields for the prompt: what writeOptions writes
+// (appendOptionsJSON, or encoding/json for options with extensions).
 type optionsResponse struct {
-	requestOptionsJSON
+	protocol.PublicKeyCredentialRequestOptions
 	Operation *Operation `json:"operation,omitempty"`
-}
-
-// requestOptionsJSON is what encoding/json writes for
-// protocol.PublicKeyCredentialRequestOptions, byte for byte, with the binary
-// fields base64url-encoded beforehand: encoding/json then writes plain
-// strings instead of calling URLEncodedBase64.MarshalJSON for every
-// credential and re-scanning its output, which was a third of the options
-// handler's time for a user with 50 passkeys.
-type requestOptionsJSON struct {
-	Challenge        string                               `json:"challenge"`
-	Timeout          int                                  `json:"timeout,omitempty"`
-	RPID             string                               `json:"rpId,omitempty"`
-	AllowCredentials []descriptorJSON                     `json:"allowCredentials,omitempty"`
-	UserVerification protocol.UserVerificationRequirement `json:"userVerification,omitempty"`
-	Hints            []protocol.PublicKeyCredentialHints  `json:"hints,omitempty"`
-	Extensions       protocol.AuthenticationExtensions    `json:"extensions,omitzero"`
-}
-
-type descriptorJSON struct {
-	Type       protocol.CredentialType           `json:"type"`
-	ID         string                            `json:"id"`
-	Transports []protocol.AuthenticatorTransport `json:"transports,omitempty"`
-}
-
-func newRequestOptionsJSON(o *protocol.PublicKeyCredentialRequestOptions) requestOptionsJSON {
-	out := requestOptionsJSON{
-		Challenge:        b64(o.Challenge),
-		Timeout:          o.Timeout,
-		RPID:             o.RelyingPartyID,
-		UserVerification: o.UserVerification,
-		Hints:            o.Hints,
-		Extensions:       o.Extensions,
-	}
-	if len(o.AllowedCredentials) > 0 {
-		out.AllowCredentials = make([]descriptorJSON, len(o.AllowedCredentials))
-		for i, d := range o.AllowedCredentials {
-			out.AllowCredentials[i] = descriptorJSON{Type: d.Type, ID: b64(d.CredentialID), Transports: d.Transport}
-		}
-	}
-	return out
 }
 
 func (s *StepUp) serveOptions(w http.ResponseWriter, r *http.Request) {
@@ -268,7 +229,7 @@ func (x externalStart) expiry() int64 { return x.expires }
 func writeOptions(w http.ResponseWriter, o *protocol.PublicKeyCredentialRequestOptions, bound *Operation) {
 	b, ok := appendOptionsJSON(make([]byte, 0, 256+len(o.AllowedCredentials)*128), o, bound)
 	if !ok {
-		writeJSON(w, http.StatusOK, optionsResponse{newRequestOptionsJSON(o), bound})
+		writeJSON(w, http.StatusOK, optionsResponse{*o, bound})
 		return
 	}
 	writeJSONBytes(w, http.StatusOK, b)
